@@ -1,0 +1,77 @@
+# lua-kinesis build, test and demo.
+#   make            build the C modules for Lua 5.4 into build/5.4/kinesis/
+#   make LUA=luajit build the same sources for LuaJIT (Lua 5.1 API) into build/5.1/
+#   make test       install what is missing, build, run the whole busted suite
+#   make demo       install what is missing, start kinesis-local, run examples/quickstart.lua
+#   make gen        regenerate lua/kinesis/model.lua from the AWS model
+#   make gen-check  fail if the committed model.lua differs from a fresh generation
+
+LUA        ?= lua5.4
+SHARED     ?= $(abspath ../shared)
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+WARN       := -Wall -Wextra -Werror -std=c99 -D_POSIX_C_SOURCE=200809L
+PKGCONFIG  ?= pkg-config
+
+ifeq ($(LUA),luajit)
+LUA_PC     := luajit
+LUA_ABI    := 5.1
+LUA_BIN    := luajit
+else
+LUA_PC     := $(LUA)
+LUA_ABI    := $(patsubst lua%,%,$(LUA))
+LUA_BIN    := $(LUA)
+endif
+
+LUA_CFLAGS  := $(shell $(PKGCONFIG) --cflags $(LUA_PC) 2>/dev/null)
+CURL_CFLAGS := $(shell $(PKGCONFIG) --cflags libcurl 2>/dev/null)
+CURL_LIBS   := $(shell $(PKGCONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+SSL_LIBS    := $(shell $(PKGCONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
+
+OUT        := build/$(LUA_ABI)
+CURL_SRC   := src/transport.c src/l_curl.c
+CORE_SRC   := $(filter-out $(CURL_SRC),$(wildcard src/*.c))
+HDRS       := $(wildcard src/*.h)
+
+CORE_SO    := $(OUT)/kinesis/core.so
+CURL_SO    := $(OUT)/kinesis/curl.so
+
+.PHONY: all build deps test demo gen gen-check clean luajit
+all build: $(CORE_SO) $(CURL_SO)
+
+$(CORE_SO): $(CORE_SRC) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(LUA_CFLAGS) -o $@ $(CORE_SRC) $(SSL_LIBS)
+
+$(CURL_SO): $(wildcard $(CURL_SRC)) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(LUA_CFLAGS) $(CURL_CFLAGS) -o $@ $(wildcard $(CURL_SRC)) $(CURL_LIBS)
+
+luajit:
+	$(MAKE) LUA=luajit build
+
+deps:
+	@sh tools/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory LUA=luajit build
+	@$(MAKE) --no-print-directory gen-check
+	@SHARED=$(SHARED) sh tools/test.sh $(TEST_ARGS)
+
+demo: deps
+	@$(MAKE) --no-print-directory build
+	@SHARED=$(SHARED) sh tools/demo.sh
+
+gen:
+	$(LUA_BIN) tools/gen_model.lua $(SHARED)/aws-model > lua/kinesis/model.lua.tmp
+	mv lua/kinesis/model.lua.tmp lua/kinesis/model.lua
+
+gen-check:
+	@lua5.4 tools/gen_model.lua $(SHARED)/aws-model > $(OUT)/model.lua.check
+	@cmp -s $(OUT)/model.lua.check lua/kinesis/model.lua || \
+	  { echo "lua/kinesis/model.lua is out of date: run 'make gen'"; diff -u lua/kinesis/model.lua $(OUT)/model.lua.check | head -40; exit 1; }
+	@echo "model.lua matches the AWS model"
+
+clean:
+	rm -rf build

@@ -1,0 +1,14 @@
+/* lbind.h - registration entry points of the kinesis.core binding files.
+ * Each kn_open_<area> adds its functions to the table on top of the stack
+ * (the module table being built by luaopen_kinesis_core) and returns 0. */
+#ifndef KN_LBIND_H
+#define KN_LBIND_H
+
+#include "compat.h"
+
+int kn_open_base64(lua_State *L);
+int kn_open_sigv4(lua_State *L);
+int kn_open_hash(lua_State *L);
+int kn_open_eventstream(lua_State *L);
+
+#endif

@@ -1,0 +1,2 @@
+/* transport.c - libcurl transport (placeholder). */
+typedef int kn_transport_placeholder;
