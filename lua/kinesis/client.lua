@@ -1,0 +1,224 @@
+-- kinesis.client - the request pipeline: validate -> build -> sign -> send ->
+-- decode, for every operation of the model. Each operation is a method named
+-- in snake_case (client:put_records{...}) and reachable by its API name
+-- (client:call("PutRecords", {...})). Operations never raise for AWS,
+-- network or input problems: they return nil, err (kinesis.errors).
+
+local model = require "kinesis.model"
+local codec = require "kinesis.codec"
+local validate = require "kinesis.validate"
+local errors = require "kinesis.errors"
+local core = require "kinesis.core"
+
+local format, type, tostring, pairs, setmetatable = string.format, type, tostring, pairs, setmetatable
+local getenv = os.getenv
+
+local shapes, operations = model.shapes, model.operations
+
+local M = {}
+
+-- operations by API name and by snake_case method name
+local by_name = {}
+for name, op in pairs(operations) do
+  by_name[name] = op
+  by_name[op.method] = op
+end
+M.operations = by_name
+
+local Client = {}
+Client.__index = Client
+Client.__name = "kinesis.client"
+
+--- Splits an endpoint URL into scheme, host, port and the Host header value.
+local function parse_endpoint(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.+)$")
+  if not scheme then return nil, "endpoint must be an absolute http(s) URL: " .. url end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then
+    return nil, "endpoint scheme must be http or https: " .. url
+  end
+  local hostport, path = rest:match("^([^/]+)(.*)$")
+  if not hostport then return nil, "endpoint has no host: " .. url end
+  local host, port = hostport:match("^(%[.+%]):(%d+)$")
+  if not host then host, port = hostport:match("^([^:]+):(%d+)$") end
+  if not host then host = hostport end
+  local default = scheme == "https" and "443" or "80"
+  local host_header = host
+  if port and port ~= default then host_header = host .. ":" .. port end
+  if path == "" then path = "/" end
+  return {
+    url = scheme .. "://" .. hostport .. path, scheme = scheme, host = host,
+    port = tonumber(port or default), host_header = host_header, path = path,
+  }
+end
+M.parse_endpoint = parse_endpoint
+
+local function env_nonempty(name)
+  local v = getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+local function resolve_region(cfg)
+  return cfg.region or env_nonempty("AWS_REGION") or env_nonempty("AWS_DEFAULT_REGION")
+end
+
+local function default_endpoint(region)
+  local suffix = "amazonaws.com"
+  if region:match("^cn%-") then suffix = "amazonaws.com.cn" end
+  return format("https://%s.%s.%s", model.endpoint_prefix, region, suffix)
+end
+
+-- credentials: an explicit table, a provider function, or the environment
+local function static_credentials(t)
+  if type(t.access_key_id) ~= "string" or t.access_key_id == ""
+     or type(t.secret_access_key) ~= "string" or t.secret_access_key == "" then
+    return nil, "credentials need access_key_id and secret_access_key"
+  end
+  return t
+end
+
+local function env_credentials()
+  local id, secret = env_nonempty("AWS_ACCESS_KEY_ID"), env_nonempty("AWS_SECRET_ACCESS_KEY")
+  if not id or not secret then
+    return nil, "environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
+  end
+  return { access_key_id = id, secret_access_key = secret, session_token = env_nonempty("AWS_SESSION_TOKEN") }
+end
+
+function Client:credentials()
+  local src = self.config.credentials
+  if type(src) == "table" then return static_credentials(src) end
+  if type(src) == "function" then
+    local ok, c, err = pcall(src)
+    if not ok then return nil, "credential provider raised: " .. tostring(c) end
+    if not c then return nil, "credential provider: " .. tostring(err) end
+    return static_credentials(c)
+  end
+  return env_credentials()
+end
+
+function Client:transport()
+  local t = self._transport
+  if t then return t end
+  local spec = self.config.transport or "curl"
+  if type(spec) == "table" then
+    t = spec
+  elseif spec == "curl" then
+    t = require("kinesis.transport.curl").new {
+      timeout = self.config.timeout, verify = self.config.verify, cafile = self.config.cafile,
+    }
+  else
+    error("kinesis: unknown transport " .. tostring(spec), 3)
+  end
+  self._transport = t
+  return t
+end
+
+local USER_AGENT = "lua-kinesis/" .. tostring(core._VERSION) .. " " .. tostring(_VERSION):gsub(" ", "/")
+
+--- Builds the signed HTTP request for `op` with `body`; nil, err on failure.
+function Client:build_request(op, body)
+  local creds, cerr = self:credentials()
+  if not creds then
+    return nil, errors.new { kind = "validation", code = "CredentialsError", message = cerr, op = op.name }
+  end
+  local ep = self.endpoint
+  local headers = {
+    { "Host", ep.host_header },
+    { "Content-Type", "application/x-amz-json-" .. model.json_version },
+    { "X-Amz-Target", model.target_prefix .. "." .. op.name },
+    { "User-Agent", USER_AGENT },
+  }
+  local signed, serr = self.signer:sign {
+    method = "POST", path = ep.path, headers = headers, body = body,
+    region = self.region, service = model.signing_name,
+    access_key = creds.access_key_id, secret_key = creds.secret_access_key,
+    session_token = creds.session_token, time = self.clock and self.clock() or nil,
+  }
+  if not signed then
+    return nil, errors.new { kind = "validation", code = "SigningError", message = tostring(serr), op = op.name }
+  end
+  for _, h in ipairs(signed.headers) do headers[#headers + 1] = h end
+  return { method = "POST", url = ep.url, headers = headers, body = body }
+end
+
+--- Sends a built request and turns the response into (out, nil, meta) or (nil, err, meta).
+function Client:send(op, req)
+  local resp, terr = self:transport():send(req)
+  if not resp then
+    return nil, errors.transport(op.name, terr or {})
+  end
+  local meta = { status = resp.status, request_id = resp.headers and resp.headers["x-amzn-requestid"] }
+  if resp.status < 200 or resp.status >= 300 then
+    return nil, errors.from_response(op.name, resp), meta
+  end
+  local out, derr = codec.decode(shapes, op.output, resp.body)
+  if not out then
+    return nil, errors.protocol(op.name, derr, { status = resp.status, request_id = meta.request_id }), meta
+  end
+  return out, nil, meta
+end
+
+--- Calls operation `name` (API name or snake_case) with `params`.
+function Client:call(name, params)
+  local op = by_name[name]
+  if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
+  if params ~= nil and type(params) ~= "table" then
+    error("kinesis: " .. op.name .. " expects a table of parameters", 2)
+  end
+  params = params or {}
+  local ok, verr = validate.input(shapes, op, params)
+  if not ok then return nil, errors.validation(op.name, verr) end
+  if op.event_stream then
+    return nil, errors.protocol(op.name,
+      op.name .. " returns an event stream: use client:subscribe_to_shard",
+      { code = "EventStreamNotSupported" })
+  end
+  local body = codec.encode(shapes, op.input, params)
+  local req, err = self:build_request(op, body)
+  if not req then return nil, err end
+  return self:send(op, req)
+end
+
+for name, op in pairs(operations) do
+  Client[op.method] = function(self, params)
+    return self:call(name, params)
+  end
+end
+
+function Client:close()
+  if self._transport and self._transport.close then self._transport:close() end
+  self._transport = nil
+end
+
+function Client:__tostring()
+  return format("kinesis.client(%s, %s)", tostring(self.region), self.endpoint.url)
+end
+
+--- Creates a client. See README "Configuration" for every option.
+function M.new(cfg)
+  cfg = cfg or {}
+  if type(cfg) ~= "table" then error("kinesis.new expects a table", 2) end
+  local region = resolve_region(cfg)
+  local url = cfg.endpoint or env_nonempty("AWS_ENDPOINT_URL_KINESIS") or env_nonempty("AWS_ENDPOINT_URL")
+  if not region then
+    if not url then
+      return nil, errors.new { kind = "validation", code = "ConfigError",
+        message = "no region: set region, AWS_REGION or AWS_DEFAULT_REGION" }
+    end
+    region = "us-east-1"
+  end
+  url = url or default_endpoint(region)
+  local ep, perr = parse_endpoint(url)
+  if not ep then
+    return nil, errors.new { kind = "validation", code = "ConfigError", message = perr }
+  end
+  local self = setmetatable({
+    config = cfg, region = region, endpoint = ep, signer = core.signer(), clock = cfg.clock,
+  }, Client)
+  return self
+end
+
+M.Client = Client
+return M
