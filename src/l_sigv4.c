@@ -1,8 +1,266 @@
-/* l_sigv4.c - placeholder registration; replaced by the real binding. */
+/* l_sigv4.c - core.sha256_hex, core.hmac_sha256 and core.signer(), the
+ * "kinesis.signer" userdata that owns a kn_sigv4_signer (its buffers and
+ * signing-key cache), so nothing is global and nothing leaks if pushing a
+ * result raises. Wrong argument types raise; bad values return nil, err. */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
 #include "lbind.h"
+#include "sigv4.h"
+
+#define KN_SIGNER_MT "kinesis.signer"
+#define KN_STACK_HEADERS 16
+
+/* core.sha256_hex(s) -> 64 lowercase hex digits */
+static int l_sha256_hex(lua_State *L)
+{
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  unsigned char digest[KN_SHA256_LEN];
+  char hex[2 * KN_SHA256_LEN];
+  if (kn_sha256(s, n, digest) != KN_SIGV4_OK) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "sha256: libcrypto failure");
+    return 2;
+  }
+  kn_hex_encode(digest, sizeof digest, hex);
+  lua_pushlstring(L, hex, sizeof hex);
+  return 1;
+}
+
+/* core.hmac_sha256(key, msg) -> 32 raw bytes */
+static int l_hmac_sha256(lua_State *L)
+{
+  size_t kn, mn;
+  const char *key = luaL_checklstring(L, 1, &kn);
+  const char *msg = luaL_checklstring(L, 2, &mn);
+  unsigned char mac[KN_SHA256_LEN];
+  if (kn_hmac_sha256(key, kn, msg, mn, mac) != KN_SIGV4_OK) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "hmac_sha256: libcrypto failure");
+    return 2;
+  }
+  lua_pushlstring(L, (const char *)mac, sizeof mac);
+  return 1;
+}
+
+/* core.signer() -> kinesis.signer */
+static int l_signer_new(lua_State *L)
+{
+  kn_sigv4_signer *s = (kn_sigv4_signer *)lua_newuserdata(L, sizeof *s);
+  kn_sigv4_signer_init(s);
+  luaL_setmetatable(L, KN_SIGNER_MT);
+  return 1;
+}
+
+/* __gc, __close and signer:close(): frees buffers and wipes cached keys;
+ * the signer stays usable (it starts over empty). */
+static int l_signer_destroy(lua_State *L)
+{
+  kn_sigv4_signer *s = (kn_sigv4_signer *)luaL_checkudata(L, 1, KN_SIGNER_MT);
+  kn_sigv4_signer_free(s);
+  return 0;
+}
+
+/* signer:cache_stats() -> { hits = n, misses = n } */
+static int l_signer_cache_stats(lua_State *L)
+{
+  kn_sigv4_signer *s = (kn_sigv4_signer *)luaL_checkudata(L, 1, KN_SIGNER_MT);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)s->cache_hits);
+  lua_setfield(L, -2, "hits");
+  lua_pushinteger(L, (lua_Integer)s->cache_misses);
+  lua_setfield(L, -2, "misses");
+  return 1;
+}
+
+/* Pushes opts[name] and leaves it on the stack (so the string stays
+ * anchored while C uses it). nil -> *p = NULL; a string -> pointer and
+ * length; anything else raises. */
+static void opt_string(lua_State *L, int opts, const char *name,
+                       const char **p, size_t *len)
+{
+  lua_getfield(L, opts, name);
+  if (lua_isnil(L, -1)) {
+    *p = NULL;
+    *len = 0;
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    *p = lua_tolstring(L, -1, len);
+  } else {
+    luaL_error(L, "sign: field '%s' must be a string (got %s)", name,
+               luaL_typename(L, -1));
+  }
+}
+
+static int opt_bool(lua_State *L, int opts, const char *name, int dflt)
+{
+  int v = dflt;
+  lua_getfield(L, opts, name);
+  if (lua_type(L, -1) == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "sign: field '%s' must be a boolean (got %s)", name,
+               luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return v;
+}
+
+/* opts.time: nil = now; a number of seconds (a fraction is dropped). Out
+ * of range values become -1, which the core rejects with a message. */
+static int64_t opt_time(lua_State *L, int opts)
+{
+  int64_t t;
+  lua_getfield(L, opts, "time");
+  if (lua_isnil(L, -1)) {
+    t = (int64_t)time(NULL);
+  } else if (lua_type(L, -1) == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, -1)) {
+      lua_Integer i = lua_tointeger(L, -1);
+      t = (i < 0 || i > (lua_Integer)INT64_C(253402300799)) ? -1 : (int64_t)i;
+    } else
+#endif
+    {
+      lua_Number x = lua_tonumber(L, -1);
+      t = (x >= 0 && x < 253402300800.0) ? (int64_t)floor(x) : -1;
+    }
+  } else {
+    t = luaL_error(L, "sign: field 'time' must be a number (got %s)",
+                   luaL_typename(L, -1));
+  }
+  lua_pop(L, 1);
+  return t;
+}
+
+/* Reads opts.headers (array of {name, value}) into hdrs[0..n). The
+ * strings stay anchored by the headers table, which stays on the stack. */
+static kn_sigv4_header *read_headers(lua_State *L, int opts,
+                                     kn_sigv4_header *stackbuf, size_t *count)
+{
+  kn_sigv4_header *h = stackbuf;
+  size_t n, i;
+  int tab;
+  lua_getfield(L, opts, "headers");
+  tab = lua_gettop(L);
+  if (lua_isnil(L, tab)) {
+    *count = 0;
+    return h;
+  }
+  if (!lua_istable(L, tab))
+    luaL_error(L, "sign: field 'headers' must be a table (got %s)", luaL_typename(L, tab));
+  n = (size_t)lua_rawlen(L, tab);
+  /* A GC-owned array: a raise below leaks nothing. */
+  if (n > KN_STACK_HEADERS) h = (kn_sigv4_header *)lua_newuserdata(L, n * sizeof *h);
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, tab, (int)i + 1);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "sign: headers[%d] must be a {name, value} table", (int)i + 1);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "sign: headers[%d] must be {name, value} with two strings", (int)i + 1);
+    h[i].name = lua_tolstring(L, -2, &h[i].name_len);
+    h[i].value = lua_tolstring(L, -1, &h[i].value_len);
+    lua_pop(L, 3);
+  }
+  *count = n;
+  return h;
+}
+
+static void set_lstring(lua_State *L, const char *k, const char *v, size_t n)
+{
+  lua_pushlstring(L, v, n);
+  lua_setfield(L, -2, k);
+}
+
+static void push_pair(lua_State *L, int idx, const char *name, const char *v, size_t n)
+{
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, name);
+  lua_rawseti(L, -2, 1);
+  lua_pushlstring(L, v, n);
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, -2, idx);
+}
+
+/* signer:sign(opts) -> out | nil, err (see the Lua API in README/spec) */
+static int l_signer_sign(lua_State *L)
+{
+  kn_sigv4_signer *s = (kn_sigv4_signer *)luaL_checkudata(L, 1, KN_SIGNER_MT);
+  kn_sigv4_header stackbuf[KN_STACK_HEADERS];
+  kn_sigv4_request req;
+  kn_sigv4_result res;
+  int debug, has_token, idx = 1;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checkstack(L, 40, "sign");
+  memset(&req, 0, sizeof req);
+  opt_string(L, 2, "method", &req.method, &req.method_len);
+  opt_string(L, 2, "path", &req.path, &req.path_len);
+  opt_string(L, 2, "query", &req.query, &req.query_len);
+  opt_string(L, 2, "body", &req.body, &req.body_len);
+  opt_string(L, 2, "payload_hash", &req.payload_hash, &req.payload_hash_len);
+  opt_string(L, 2, "region", &req.region, &req.region_len);
+  opt_string(L, 2, "service", &req.service, &req.service_len);
+  opt_string(L, 2, "access_key", &req.access_key, &req.access_key_len);
+  opt_string(L, 2, "secret_key", &req.secret_key, &req.secret_key_len);
+  opt_string(L, 2, "session_token", &req.session_token, &req.session_token_len);
+  req.normalize_path = opt_bool(L, 2, "normalize_path", 1);
+  req.sign_body = opt_bool(L, 2, "sign_body", 0);
+  req.omit_session_token = opt_bool(L, 2, "omit_session_token", 0);
+  debug = opt_bool(L, 2, "debug", 0);
+  req.time = opt_time(L, 2);
+  req.headers = read_headers(L, 2, stackbuf, &req.header_count);
+
+  if (kn_sigv4_sign(s, &req, &res) != KN_SIGV4_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, kn_sigv4_signer_error(s));
+    return 2;
+  }
+  has_token = req.session_token != NULL && req.session_token_len > 0;
+
+  /* Everything below points into s or into anchored Lua strings. */
+  lua_createtable(L, 0, debug ? 10 : 7);
+  set_lstring(L, "authorization", res.authorization, res.authorization_len);
+  set_lstring(L, "amz_date", res.amz_date, 16);
+  set_lstring(L, "signature", res.signature, 2 * KN_SHA256_LEN);
+  set_lstring(L, "signed_headers", res.signed_headers, res.signed_headers_len);
+  set_lstring(L, "credential_scope", res.credential_scope, res.credential_scope_len);
+  set_lstring(L, "payload_hash", res.payload_hash, strlen(res.payload_hash));
+  lua_createtable(L, 4, 0);
+  push_pair(L, idx++, "X-Amz-Date", res.amz_date, 16);
+  if (has_token)
+    push_pair(L, idx++, "X-Amz-Security-Token", req.session_token, req.session_token_len);
+  if (req.sign_body)
+    push_pair(L, idx++, "x-amz-content-sha256", res.payload_hash, strlen(res.payload_hash));
+  push_pair(L, idx, "Authorization", res.authorization, res.authorization_len);
+  lua_setfield(L, -2, "headers");
+  if (debug) {
+    char hex[2 * KN_SHA256_LEN];
+    set_lstring(L, "canonical_request", res.canonical_request, res.canonical_request_len);
+    set_lstring(L, "string_to_sign", res.string_to_sign, res.string_to_sign_len);
+    kn_hex_encode(res.signing_key, sizeof res.signing_key, hex);
+    set_lstring(L, "signing_key", hex, sizeof hex);
+  }
+  memset(res.signing_key, 0, sizeof res.signing_key);
+  return 1;
+}
 
 int kn_open_sigv4(lua_State *L)
 {
-  (void)L;
+  static const luaL_Reg funcs[] = {
+    {"sha256_hex", l_sha256_hex},
+    {"hmac_sha256", l_hmac_sha256},
+    {"signer", l_signer_new},
+    {NULL, NULL}
+  };
+  static const luaL_Reg methods[] = {
+    {"sign", l_signer_sign},
+    {"cache_stats", l_signer_cache_stats},
+    {"close", l_signer_destroy},
+    {NULL, NULL}
+  };
+  kn_newclass(L, KN_SIGNER_MT, methods, l_signer_destroy);
+  luaL_setfuncs(L, funcs, 0);
   return 0;
 }
