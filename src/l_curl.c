@@ -1,8 +1,534 @@
-/* l_curl.c - placeholder for the kinesis.curl binding; replaced by the real one. */
+/* l_curl.c - the kinesis.curl binding: converts Lua tables to kn_request,
+ * runs them through transport.c and pushes the response back as a table.
+ * Misuse (wrong types, closed or busy handles) raises; runtime failures
+ * return nil, err. No Lua runs while curl works: C fills its buffers and
+ * this file copies them out afterwards. Timeouts are seconds; 0 = none. */
 #include "compat.h"
+#include "transport.h"
+
+#include <curl/curl.h>
+#include <string.h>
+
+#define EASY_MT  "kinesis.curl_easy"
+#define MULTI_MT "kinesis.curl_multi"
+
+typedef struct l_easy {
+  kn_transport *t;        /* NULL once closed */
+} l_easy;
+
+typedef struct l_multi {
+  kn_multi *m;            /* NULL once closed */
+  int anchors;            /* registry ref: id -> { easy userdata, body string } */
+  long long next_id;
+} l_multi;
+
+/* ---- argument helpers -------------------------------------------------- */
+
+static const char *type_of(lua_State *L, int idx)
+{
+  return lua_typename(L, lua_type(L, idx));
+}
+
+/* Seconds (number) at idx -> milliseconds; nil -> dflt. Raises on misuse. */
+static long opt_ms(lua_State *L, int idx, const char *what, long dflt)
+{
+  double s;
+  long ms;
+  if (lua_isnoneornil(L, idx)) return dflt;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    return (long)luaL_error(L, "bad '%s' (number of seconds expected, got %s)",
+                            what, type_of(L, idx));
+  s = lua_tonumber(L, idx);
+  if (!(s >= 0 && s <= 1e6))
+    return (long)luaL_error(L, "bad '%s' (expected 0 to 1e6 seconds)", what);
+  ms = (long)(s * 1000.0 + 0.5);
+  if (ms == 0 && s > 0) ms = 1;   /* a tiny timeout is not "no timeout" */
+  return ms;
+}
+
+static int opt_bool(lua_State *L, int idx, const char *what, int dflt)
+{
+  if (lua_isnoneornil(L, idx)) return dflt;
+  if (lua_type(L, idx) != LUA_TBOOLEAN)
+    return luaL_error(L, "bad '%s' (boolean expected, got %s)", what, type_of(L, idx));
+  return lua_toboolean(L, idx);
+}
+
+/* A string without embedded NUL (it is handed to C as a C string). */
+static const char *check_cstring(lua_State *L, int idx, const char *what)
+{
+  size_t len;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "bad '%s' (string expected, got %s)", what, type_of(L, idx));
+  s = lua_tolstring(L, idx, &len);
+  if (strlen(s) != len) luaL_error(L, "bad '%s' (contains NUL)", what);
+  return s;
+}
+
+static l_easy *check_easy(lua_State *L, int idx)
+{
+  l_easy *e = luaL_checkudata(L, idx, EASY_MT);
+  if (e->t == NULL) luaL_error(L, "attempt to use a closed curl handle");
+  return e;
+}
+
+static l_multi *check_multi(lua_State *L, int idx)
+{
+  l_multi *m = luaL_checkudata(L, idx, MULTI_MT);
+  if (m->m == NULL) luaL_error(L, "attempt to use a closed curl multi");
+  return m;
+}
+
+/* ---- request conversion ---------------------------------------------- */
+
+/* Reads the request table at idx into *req and returns the stack index of
+ * the body value. Every string it borrows (fields, header names and values)
+ * and the scratch header array stay on the stack or in tables on it, so they
+ * live as long as the caller keeps the stack. Raises on misuse. */
+static int read_request(lua_State *L, int idx, kn_request *req)
+{
+  int hidx, body_idx;
+  size_t n = 0, i;
+  kn_header *hs;
+
+  luaL_checktype(L, idx, LUA_TTABLE);
+  memset(req, 0, sizeof *req);
+
+  lua_getfield(L, idx, "url");
+  req->url = check_cstring(L, -1, "url");
+  lua_getfield(L, idx, "body");
+  body_idx = lua_gettop(L);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "bad 'body' (string expected, got %s)", type_of(L, -1));
+    req->body = lua_tolstring(L, -1, &req->body_len);
+  }
+  lua_getfield(L, idx, "method");
+  if (lua_isnil(L, -1)) req->method = req->body_len > 0 ? "POST" : "GET";
+  else req->method = check_cstring(L, -1, "method");
+  lua_getfield(L, idx, "timeout");
+  req->timeout_ms = opt_ms(L, -1, "timeout", -1);
+  lua_getfield(L, idx, "connect_timeout");
+  req->connect_timeout_ms = opt_ms(L, -1, "connect_timeout", -1);
+  lua_getfield(L, idx, "headers");
+  hidx = lua_gettop(L);
+
+  /* pass 1: check types and count; { {name, value}, ... } and/or { name = value } */
+  if (!lua_isnil(L, hidx)) {
+    if (lua_type(L, hidx) != LUA_TTABLE)
+      luaL_error(L, "bad 'headers' (table expected, got %s)", type_of(L, hidx));
+    lua_pushnil(L);
+    while (lua_next(L, hidx) != 0) {
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+          luaL_error(L, "bad header '%s' (string value expected, got %s)",
+                     lua_tostring(L, -2), type_of(L, -1));
+      } else if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+          luaL_error(L, "bad 'headers' entry (expected {name, value} strings)");
+        lua_pop(L, 2);
+      } else {
+        luaL_error(L, "bad 'headers' entry (expected {name, value} or name = value)");
+      }
+      n++;
+      lua_pop(L, 1);
+    }
+  }
+
+  hs = lua_newuserdata(L, (n > 0 ? n : 1) * sizeof *hs);
+
+  /* pass 2: fill; each string stays referenced by the headers table */
+  i = 0;
+  if (n > 0) {
+    lua_pushnil(L);
+    while (lua_next(L, hidx) != 0 && i < n) {
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        hs[i].name = lua_tolstring(L, -2, &hs[i].name_len);
+        hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
+      } else {
+        lua_rawgeti(L, -1, 1);
+        hs[i].name = lua_tolstring(L, -1, &hs[i].name_len);
+        lua_rawgeti(L, -2, 2);
+        hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
+        lua_pop(L, 2);
+      }
+      i++;
+      lua_pop(L, 1);
+    }
+  }
+  req->headers = hs;
+  req->nheaders = i;
+  return body_idx;
+}
+
+/* ---- response conversion --------------------------------------------- */
+
+static const char *error_code(kn_transport_error e)
+{
+  switch (e) {
+  case KN_TE_TIMEOUT: return "Timeout";
+  case KN_TE_REFUSED: return "ConnectionRefused";
+  case KN_TE_RESET:   return "ConnectionReset";
+  case KN_TE_TLS:     return "TLS";
+  case KN_TE_DNS:     return "DNS";
+  case KN_TE_INVALID: return "InvalidRequest";
+  default:            return "Transport";
+  }
+}
+
+/* Pushes the error table of t's last request. */
+static void push_error(lua_State *L, const kn_transport *t, kn_transport_error e)
+{
+  long os = kn_transport_os_errno(t);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, error_code(e));
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, kn_transport_error_message(t));
+  lua_setfield(L, -2, "message");
+  lua_pushinteger(L, (lua_Integer)kn_transport_curl_code(t));
+  lua_setfield(L, -2, "curl_code");
+  if (os != 0) {
+    lua_pushinteger(L, (lua_Integer)os);
+    lua_setfield(L, -2, "os_errno");
+  }
+}
+
+static void push_lower(lua_State *L, const char *s, size_t n)
+{
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < n; i++) {
+    char c = s[i];
+    luaL_addchar(&b, (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c);
+  }
+  luaL_pushresult(&b);
+}
+
+/* Pushes { status, http_version, headers, body, request_id } of t. */
+static void push_response(lua_State *L, const kn_transport *t)
+{
+  size_t i, nh = kn_transport_header_count(t), blen;
+  const char *body = kn_transport_body(t, &blen);
+  int resp, hdrs;
+
+  lua_createtable(L, 0, 5);
+  resp = lua_gettop(L);
+  lua_pushinteger(L, (lua_Integer)kn_transport_status(t));
+  lua_setfield(L, resp, "status");
+  lua_pushstring(L, kn_transport_http_version(t));
+  lua_setfield(L, resp, "http_version");
+  lua_pushlstring(L, body, blen);
+  lua_setfield(L, resp, "body");
+
+  lua_createtable(L, 0, (int)(nh < 64 ? nh : 64));
+  hdrs = lua_gettop(L);
+  for (i = 0; i < nh; i++) {
+    kn_header h;
+    kn_transport_header_at(t, i, &h);
+    push_lower(L, h.name, h.name_len);          /* key */
+    lua_pushvalue(L, -1);
+    lua_rawget(L, hdrs);                         /* key, old */
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h.value, h.value_len);
+    } else {
+      /* repeated header: one value, comma-joined (RFC 9110 5.3) */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h.value, h.value_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, hdrs);
+  }
+  lua_getfield(L, hdrs, "x-amzn-requestid");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, hdrs, "x-amz-request-id");
+  }
+  lua_setfield(L, resp, "request_id");
+  lua_setfield(L, resp, "headers");
+}
+
+/* ---- easy ------------------------------------------------------------ */
+
+static const char *const easy_options[] = {
+  "connect_timeout", "timeout", "verify", "cafile", "http2", NULL
+};
+
+static int l_easy_new(lua_State *L)
+{
+  kn_transport_opts o;
+  l_easy *e;
+  const char *cafile = NULL;
+
+  memset(&o, 0, sizeof o);
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+      int k, known = 0;
+      if (lua_type(L, -2) == LUA_TSTRING)
+        for (k = 0; easy_options[k] != NULL; k++)
+          if (strcmp(lua_tostring(L, -2), easy_options[k]) == 0) known = 1;
+      if (!known)
+        return luaL_error(L, "unknown curl.easy option '%s'",
+                          lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?");
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, 1);
+#define FIELD(name) (lua_isnoneornil(L, 1) ? (lua_pushnil(L), lua_gettop(L)) \
+                                          : (lua_getfield(L, 1, name), lua_gettop(L)))
+  o.connect_timeout_ms = opt_ms(L, FIELD("connect_timeout"), "connect_timeout", 3000);
+  o.timeout_ms = opt_ms(L, FIELD("timeout"), "timeout", 30000);
+  o.verify = opt_bool(L, FIELD("verify"), "verify", 1);
+  o.http2 = opt_bool(L, FIELD("http2"), "http2", 1);
+  if (!lua_isnil(L, FIELD("cafile"))) cafile = check_cstring(L, -1, "cafile");
+#undef FIELD
+  o.cafile = cafile;
+
+  /* userdata (with __gc) first, then the resource, so nothing can leak */
+  e = lua_newuserdata(L, sizeof *e);
+  e->t = NULL;
+  luaL_setmetatable(L, EASY_MT);
+  e->t = kn_transport_new(&o);
+  if (e->t == NULL) return luaL_error(L, "cannot create a curl handle (out of memory)");
+  return 1;
+}
+
+static int l_easy_send(lua_State *L)
+{
+  l_easy *e = check_easy(L, 1);
+  kn_request req;
+  kn_transport_error rc;
+
+  if (kn_transport_busy(e->t))
+    return luaL_error(L, "curl handle is busy in a multi");
+  read_request(L, 2, &req);
+  rc = kn_transport_perform(e->t, &req);
+  if (rc != KN_TE_OK) {
+    lua_pushnil(L);
+    push_error(L, e->t, rc);
+    kn_transport_clear(e->t);
+    return 2;
+  }
+  push_response(L, e->t);
+  kn_transport_clear(e->t);
+  return 1;
+}
+
+static int l_easy_stats(lua_State *L)
+{
+  l_easy *e = check_easy(L, 1);
+  unsigned long requests, connects;
+  kn_transport_stats(e->t, &requests, &connects);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)requests);
+  lua_setfield(L, -2, "requests");
+  lua_pushinteger(L, (lua_Integer)connects);
+  lua_setfield(L, -2, "connects");
+  return 1;
+}
+
+static int l_easy_busy(lua_State *L)
+{
+  l_easy *e = check_easy(L, 1);
+  lua_pushboolean(L, kn_transport_busy(e->t));
+  return 1;
+}
+
+/* __gc, __close and :close() */
+static int l_easy_close(lua_State *L)
+{
+  l_easy *e = luaL_checkudata(L, 1, EASY_MT);
+  kn_transport *t = e->t;
+  e->t = NULL;
+  kn_transport_free(t);
+  return 0;
+}
+
+static const luaL_Reg easy_methods[] = {
+  { "send", l_easy_send },
+  { "stats", l_easy_stats },
+  { "busy", l_easy_busy },
+  { "close", l_easy_close },
+  { NULL, NULL }
+};
+
+/* ---- multi ----------------------------------------------------------- */
+
+static int l_multi_new(lua_State *L)
+{
+  l_multi *m = lua_newuserdata(L, sizeof *m);
+  m->m = NULL;
+  m->anchors = LUA_NOREF;
+  m->next_id = 0;
+  luaL_setmetatable(L, MULTI_MT);
+  lua_newtable(L);
+  m->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  m->m = kn_multi_new();
+  if (m->m == NULL) return luaL_error(L, "cannot create a curl multi (out of memory)");
+  return 1;
+}
+
+/* m:add(easy, request) -> id | nil, err */
+static int l_multi_add(lua_State *L)
+{
+  l_multi *m = check_multi(L, 1);
+  l_easy *e = check_easy(L, 2);
+  kn_request req;
+  kn_transport_error rc;
+  long long id;
+  int body_idx;
+
+  if (kn_transport_busy(e->t))
+    return luaL_error(L, "curl handle is busy in a multi");
+  body_idx = read_request(L, 3, &req);
+  id = ++m->next_id;
+
+  /* anchor first: the in-flight request keeps the handle and body alive */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, m->anchors);
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, body_idx);
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, -2, (lua_Integer)id);      /* anchors table stays at top */
+
+  rc = kn_multi_add(m->m, e->t, &req, id);
+  if (rc != KN_TE_OK) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, (lua_Integer)id);
+    lua_pushnil(L);
+    push_error(L, e->t, rc);
+    kn_transport_clear(e->t);
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)id);
+  return 1;
+}
+
+/* m:wait([seconds]) -> { {id=, resp=} | {id=, err=}, ... } | nil, err
+ * nil seconds: until something completes, or at once if nothing runs. */
+static int l_multi_wait(lua_State *L)
+{
+  l_multi *m = check_multi(L, 1);
+  long ms = opt_ms(L, 2, "timeout", -1);
+  int anchors, n = 0;
+  kn_transport *t;
+  long long id;
+  kn_transport_error rc;
+
+  if (ms < 0 && kn_multi_running(m->m) == 0) ms = 0;
+  else if (ms < 0) ms = 0x7fffffffL;
+  if (kn_multi_wait(m->m, ms) != 0) {
+    lua_pushnil(L);
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "Transport");
+    lua_setfield(L, -2, "code");
+    lua_pushliteral(L, "curl multi failed");
+    lua_setfield(L, -2, "message");
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "curl_code");
+    return 2;
+  }
+  lua_settop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, m->anchors);
+  anchors = lua_gettop(L);
+  lua_newtable(L);
+  while ((t = kn_multi_next_done(m->m, &id, &rc)) != NULL) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)id);
+    lua_setfield(L, -2, "id");
+    if (rc == KN_TE_OK) {
+      push_response(L, t);
+      lua_setfield(L, -2, "resp");
+    } else {
+      push_error(L, t, rc);
+      lua_setfield(L, -2, "err");
+    }
+    kn_transport_clear(t);
+    lua_rawseti(L, -2, ++n);
+    lua_pushnil(L);
+    lua_rawseti(L, anchors, (lua_Integer)id);
+  }
+  return 1;
+}
+
+/* m:remove(id) -> true if that request was in flight (it is abandoned). */
+static int l_multi_remove(lua_State *L)
+{
+  l_multi *m = check_multi(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  int found;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, m->anchors);
+  lua_rawgeti(L, -1, id);
+  found = !lua_isnil(L, -1);
+  if (found) {
+    l_easy *e;
+    lua_rawgeti(L, -1, 1);
+    e = luaL_testudata(L, -1, EASY_MT);
+    if (e != NULL && e->t != NULL) kn_multi_remove(m->m, e->t);
+    lua_pop(L, 2);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, id);
+  }
+  lua_pushboolean(L, found);
+  return 1;
+}
+
+static int l_multi_running(lua_State *L)
+{
+  l_multi *m = check_multi(L, 1);
+  lua_pushinteger(L, (lua_Integer)kn_multi_running(m->m));
+  return 1;
+}
+
+/* __gc, __close and :close(): abandons what is in flight; handles become idle. */
+static int l_multi_close(lua_State *L)
+{
+  l_multi *m = luaL_checkudata(L, 1, MULTI_MT);
+  kn_multi *mm = m->m;
+  m->m = NULL;
+  kn_multi_free(mm);
+  if (m->anchors != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, m->anchors);
+    m->anchors = LUA_NOREF;
+  }
+  return 0;
+}
+
+static const luaL_Reg multi_methods[] = {
+  { "add", l_multi_add },
+  { "wait", l_multi_wait },
+  { "remove", l_multi_remove },
+  { "running", l_multi_running },
+  { "close", l_multi_close },
+  { NULL, NULL }
+};
+
+/* ---- module ---------------------------------------------------------- */
+
+static const luaL_Reg module_functions[] = {
+  { "easy", l_easy_new },
+  { "multi", l_multi_new },
+  { NULL, NULL }
+};
 
 int luaopen_kinesis_curl(lua_State *L)
 {
-  lua_newtable(L);
+  const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+  kn_newclass(L, EASY_MT, easy_methods, l_easy_close);
+  kn_newclass(L, MULTI_MT, multi_methods, l_multi_close);
+  luaL_newlib(L, module_functions);
+  lua_pushstring(L, v->version);
+  lua_setfield(L, -2, "curl_version");
+  lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
+  lua_setfield(L, -2, "http2");
+  lua_pushboolean(L, (v->features & CURL_VERSION_SSL) != 0);
+  lua_setfield(L, -2, "tls");
   return 1;
 }

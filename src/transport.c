@@ -1,2 +1,704 @@
-/* transport.c - libcurl transport (placeholder). */
-typedef int kn_transport_placeholder;
+/* transport.c - the one file that talks to libcurl; see transport.h.
+ *
+ * One easy handle per transport, reset (not recreated) between requests so
+ * its connection cache survives: that is what makes keep-alive work. curl's
+ * callbacks only append to buffers owned by the transport; callers pull the
+ * result afterwards. Functions that acquire resources exit through cleanup. */
+#include "transport.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define KN_BODY_KEEP      (1u << 20)   /* keep a body buffer this big across requests */
+#define KN_RESERVE_MAX    (64u << 20)  /* trust Content-Length up to this for one allocation */
+#define KN_RECV_BUFFER    65536L
+
+typedef struct kn_buf {
+  char *data;
+  size_t len, cap;
+} kn_buf;
+
+typedef struct kn_hdr_span {
+  size_t name_off, name_len, value_off, value_len;
+} kn_hdr_span;
+
+typedef enum { KN_IDLE = 0, KN_RUNNING, KN_DONE } kn_state;
+
+struct kn_transport {
+  CURL *easy;
+  struct curl_slist *slist;      /* request headers of the current request */
+  kn_transport_opts opts;        /* opts.cafile points to cafile_copy */
+  char *cafile_copy;
+
+  kn_buf body;
+  kn_buf hdr_bytes;              /* names and values of the last header block */
+  kn_hdr_span *hdrs;
+  size_t nhdrs, hdr_cap;
+  int oom;                       /* a callback ran out of memory */
+
+  long status;
+  long http_version;
+  long os_errno;
+  int curl_code;
+  kn_transport_error result;
+  char errbuf[CURL_ERROR_SIZE];
+
+  unsigned long requests, connects;
+
+  /* membership of a multi: running or completed-not-yet-fetched */
+  kn_multi *multi;
+  kn_state state;
+  long long id;
+  kn_transport *prev, *next;     /* the multi's member list */
+  kn_transport *done_next;       /* the multi's completion queue */
+};
+
+struct kn_multi {
+  CURLM *multi;
+  kn_transport *members;
+  kn_transport *done_head, *done_tail;
+  size_t running;
+};
+
+/* ---- byte buffers ---------------------------------------------------- */
+
+static int buf_reserve(kn_buf *b, size_t extra)
+{
+  size_t need, cap;
+  char *p;
+  if (extra > SIZE_MAX - b->len) return -1;
+  need = b->len + extra;
+  if (need <= b->cap) return 0;
+  cap = b->cap ? b->cap : 16384;
+  while (cap < need) {
+    if (cap > SIZE_MAX / 2) { cap = need; break; }
+    cap *= 2;
+  }
+  p = realloc(b->data, cap);
+  if (p == NULL) return -1;
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+static int buf_append(kn_buf *b, const char *s, size_t n)
+{
+  if (buf_reserve(b, n) != 0) return -1;
+  if (n > 0) memcpy(b->data + b->len, s, n);
+  b->len += n;
+  return 0;
+}
+
+static void buf_free(kn_buf *b)
+{
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ---- validation ------------------------------------------------------ */
+
+/* RFC 9110 section 5.6.2 tchar. */
+static int is_tchar(unsigned char c)
+{
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+    return 1;
+  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int is_token(const char *s, size_t n)
+{
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++)
+    if (!is_tchar((unsigned char)s[i])) return 0;
+  return 1;
+}
+
+int kn_header_valid(const kn_header *h)
+{
+  size_t i;
+  if (!is_token(h->name, h->name_len)) return 0;
+  for (i = 0; i < h->value_len; i++) {
+    char c = h->value[i];
+    if (c == '\r' || c == '\n' || c == '\0') return 0;
+  }
+  return 1;
+}
+
+/* A URL curl would see exactly as given: no controls, spaces or DEL. */
+static int url_valid(const char *url)
+{
+  const unsigned char *p = (const unsigned char *)url;
+  if (*p == '\0') return 0;
+  for (; *p; p++)
+    if (*p <= 0x20 || *p == 0x7f) return 0;
+  return 1;
+}
+
+static int name_is(const kn_header *h, const char *name)
+{
+  size_t i, n = strlen(name);
+  if (h->name_len != n) return 0;
+  for (i = 0; i < n; i++) {
+    char a = h->name[i], b = name[i];
+    if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+    if (b >= 'A' && b <= 'Z') b = (char)(b - 'A' + 'a');
+    if (a != b) return 0;
+  }
+  return 1;
+}
+
+/* ---- curl callbacks (append only) ------------------------------------ */
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+  kn_transport *t = ud;
+  size_t n = size * nmemb;
+  if (buf_append(&t->body, ptr, n) != 0) {
+    t->oom = 1;
+    return 0;               /* makes curl fail with CURLE_WRITE_ERROR */
+  }
+  return n;
+}
+
+static void reset_headers(kn_transport *t)
+{
+  t->hdr_bytes.len = 0;
+  t->nhdrs = 0;
+}
+
+static int is_ows(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+  kn_transport *t = ud;
+  size_t n = size * nmemb, len = n, colon;
+  const char *line = ptr;
+
+  while (len > 0 && is_ows(line[len - 1])) len--;
+  if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+    /* A status line starts a new block: interim 1xx responses and, should a
+     * caller enable them, redirects leave only the final block behind. */
+    reset_headers(t);
+    return n;
+  }
+  if (len == 0) {
+    curl_off_t cl = -1;
+    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
+        && cl > 0 && (unsigned long long)cl <= KN_RESERVE_MAX
+        && t->body.len == 0 && buf_reserve(&t->body, (size_t)cl) != 0) {
+      t->oom = 1;
+      return 0;
+    }
+    return n;
+  }
+  if (line[0] == ' ' || line[0] == '\t') {
+    /* obsolete line folding (RFC 9110 5.5): continue the last value */
+    if (t->nhdrs > 0) {
+      kn_hdr_span *last = &t->hdrs[t->nhdrs - 1];
+      while (len > 0 && is_ows(*line)) { line++; len--; }
+      if (buf_append(&t->hdr_bytes, " ", 1) != 0
+          || buf_append(&t->hdr_bytes, line, len) != 0) {
+        t->oom = 1;
+        return 0;
+      }
+      last->value_len += 1 + len;
+    }
+    return n;
+  }
+  for (colon = 0; colon < len && line[colon] != ':'; colon++) {}
+  if (colon == len) return n;     /* not a header line; ignore */
+  {
+    size_t name_len = colon, voff = colon + 1, vlen;
+    kn_hdr_span *span;
+    while (name_len > 0 && is_ows(line[name_len - 1])) name_len--;
+    while (voff < len && is_ows(line[voff])) voff++;
+    vlen = len - voff;
+    if (t->nhdrs == t->hdr_cap) {
+      size_t cap = t->hdr_cap ? t->hdr_cap * 2 : 16;
+      kn_hdr_span *p = realloc(t->hdrs, cap * sizeof *p);
+      if (p == NULL) { t->oom = 1; return 0; }
+      t->hdrs = p;
+      t->hdr_cap = cap;
+    }
+    span = &t->hdrs[t->nhdrs];
+    span->name_off = t->hdr_bytes.len;
+    span->name_len = name_len;
+    if (buf_append(&t->hdr_bytes, line, name_len) != 0) { t->oom = 1; return 0; }
+    span->value_off = t->hdr_bytes.len;
+    span->value_len = vlen;
+    if (buf_append(&t->hdr_bytes, line + voff, vlen) != 0) { t->oom = 1; return 0; }
+    t->nhdrs++;
+  }
+  return n;
+}
+
+/* ---- transport ------------------------------------------------------- */
+
+kn_transport *kn_transport_new(const kn_transport_opts *opts)
+{
+  kn_transport *t = calloc(1, sizeof *t);
+  if (t == NULL) return NULL;
+  t->opts = *opts;
+  t->opts.cafile = NULL;
+  if (opts->cafile != NULL) {
+    size_t n = strlen(opts->cafile) + 1;
+    t->cafile_copy = malloc(n);
+    if (t->cafile_copy == NULL) goto fail;
+    memcpy(t->cafile_copy, opts->cafile, n);
+    t->opts.cafile = t->cafile_copy;
+  }
+  t->easy = curl_easy_init();
+  if (t->easy == NULL) goto fail;
+  return t;
+fail:
+  free(t->cafile_copy);
+  free(t);
+  return NULL;
+}
+
+static void clear_response(kn_transport *t)
+{
+  t->body.len = 0;
+  reset_headers(t);
+  t->oom = 0;
+  t->status = 0;
+  t->http_version = 0;
+  t->os_errno = 0;
+  t->curl_code = 0;
+  t->result = KN_TE_OK;
+  t->errbuf[0] = '\0';
+}
+
+void kn_transport_clear(kn_transport *t)
+{
+  clear_response(t);
+  if (t->body.cap > KN_BODY_KEEP) buf_free(&t->body);
+  if (t->hdr_bytes.cap > KN_BODY_KEEP) buf_free(&t->hdr_bytes);
+}
+
+void kn_transport_free(kn_transport *t)
+{
+  if (t == NULL) return;
+  if (t->multi != NULL) kn_multi_remove(t->multi, t);
+  curl_easy_cleanup(t->easy);
+  curl_slist_free_all(t->slist);
+  buf_free(&t->body);
+  buf_free(&t->hdr_bytes);
+  free(t->hdrs);
+  free(t->cafile_copy);
+  free(t);
+}
+
+static kn_transport_error invalid(kn_transport *t, const char *what)
+{
+  snprintf(t->errbuf, sizeof t->errbuf, "%s", what);
+  t->result = KN_TE_INVALID;
+  return KN_TE_INVALID;
+}
+
+/* Builds "Name: value" (or "Name;" for an empty value, which is how curl is
+ * told to send an empty header rather than to drop one of its own). */
+static int append_header(struct curl_slist **list, const kn_header *h)
+{
+  struct curl_slist *nl;
+  size_t n = h->name_len + 2 + h->value_len + 1;
+  char *line = malloc(n);
+  if (line == NULL) return -1;
+  memcpy(line, h->name, h->name_len);
+  if (h->value_len == 0) {
+    line[h->name_len] = ';';
+    line[h->name_len + 1] = '\0';
+  } else {
+    line[h->name_len] = ':';
+    line[h->name_len + 1] = ' ';
+    memcpy(line + h->name_len + 2, h->value, h->value_len);
+    line[n - 1] = '\0';
+  }
+  nl = curl_slist_append(*list, line);   /* copies line */
+  free(line);
+  if (nl == NULL) return -1;
+  *list = nl;
+  return 0;
+}
+
+#define SETOPT(opt, val) \
+  do { if (curl_easy_setopt(e, (opt), (val)) != CURLE_OK) goto setopt_failed; } while (0)
+
+/* Resets the handle (keeping its connections) and configures req on it. */
+static kn_transport_error prepare(kn_transport *t, const kn_request *req)
+{
+  CURL *e = t->easy;
+  size_t i;
+  int user_expect = 0;
+  long connect_ms = req->connect_timeout_ms >= 0 ? req->connect_timeout_ms
+                                                 : t->opts.connect_timeout_ms;
+  long total_ms = req->timeout_ms >= 0 ? req->timeout_ms : t->opts.timeout_ms;
+  const char *body = req->body != NULL ? req->body : "";
+  int has_body = req->body_len > 0;
+
+  /* reset first: the handle must not keep pointing at the old header list */
+  curl_easy_reset(e);
+  clear_response(t);
+  if (t->body.cap > KN_BODY_KEEP) buf_free(&t->body);
+  curl_slist_free_all(t->slist);
+  t->slist = NULL;
+
+  if (req->method == NULL || !is_token(req->method, strlen(req->method)))
+    return invalid(t, "invalid HTTP method");
+  if (req->url == NULL || !url_valid(req->url))
+    return invalid(t, "URL is empty or contains spaces or control characters");
+  for (i = 0; i < req->nheaders; i++) {
+    const kn_header *h = &req->headers[i];
+    if (!kn_header_valid(h)) {
+      char name[64];
+      size_t n = h->name_len < sizeof name - 1 ? h->name_len : sizeof name - 1;
+      size_t k;
+      for (k = 0; k < n; k++)
+        name[k] = is_tchar((unsigned char)h->name[k]) ? h->name[k] : '?';
+      name[n] = '\0';
+      snprintf(t->errbuf, sizeof t->errbuf,
+               "header '%s' has an invalid name or a value with CR, LF or NUL", name);
+      t->result = KN_TE_INVALID;
+      return KN_TE_INVALID;
+    }
+    if (name_is(h, "expect")) user_expect = 1;
+    if (append_header(&t->slist, h) != 0) goto oom;
+  }
+  /* curl would add "Expect: 100-continue" to big POSTs and then wait for
+   * the interim answer; Kinesis does not need the extra round trip. */
+  if (!user_expect) {
+    struct curl_slist *nl = curl_slist_append(t->slist, "Expect:");
+    if (nl == NULL) goto oom;
+    t->slist = nl;
+  }
+
+  SETOPT(CURLOPT_URL, req->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
+  SETOPT(CURLOPT_PRIVATE, (void *)t);
+  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT(CURLOPT_WRITEDATA, (void *)t);
+  SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+  SETOPT(CURLOPT_HEADERDATA, (void *)t);
+  SETOPT(CURLOPT_BUFFERSIZE, KN_RECV_BUFFER);
+  SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 0L);
+  SETOPT(CURLOPT_TIMEOUT_MS, total_ms > 0 ? total_ms : 0L);
+  SETOPT(CURLOPT_SSL_VERIFYPEER, t->opts.verify ? 1L : 0L);
+  SETOPT(CURLOPT_SSL_VERIFYHOST, t->opts.verify ? 2L : 0L);
+  if (t->opts.cafile != NULL) SETOPT(CURLOPT_CAINFO, t->opts.cafile);
+  if (t->opts.http2 && (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
+    /* h2 through ALPN on https only; cleartext stays HTTP/1.1 */
+    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    /* in a multi, wait for a connection that can multiplex instead of
+     * opening one per request */
+    SETOPT(CURLOPT_PIPEWAIT, 1L);
+  } else {
+    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  }
+
+  if (strcmp(req->method, "HEAD") == 0) {
+    SETOPT(CURLOPT_NOBODY, 1L);
+  } else if (strcmp(req->method, "GET") == 0 && !has_body) {
+    SETOPT(CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(req->method, "POST") == 0 || has_body) {
+    /* body used in place: the caller keeps it alive (transport.h) */
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    SETOPT(CURLOPT_POSTFIELDS, body);
+    if (strcmp(req->method, "POST") != 0) SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
+  } else {
+    SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
+  }
+  SETOPT(CURLOPT_HTTPHEADER, t->slist);
+  return KN_TE_OK;
+
+setopt_failed:
+  snprintf(t->errbuf, sizeof t->errbuf, "libcurl refused an option");
+  t->result = KN_TE_TRANSPORT;
+  t->curl_code = CURLE_BAD_FUNCTION_ARGUMENT;
+  return KN_TE_TRANSPORT;
+oom:
+  snprintf(t->errbuf, sizeof t->errbuf, "out of memory");
+  t->result = KN_TE_TRANSPORT;
+  t->curl_code = CURLE_OUT_OF_MEMORY;
+  return KN_TE_TRANSPORT;
+}
+
+static kn_transport_error classify(CURLcode code)
+{
+  switch (code) {
+  case CURLE_OK:
+    return KN_TE_OK;
+  case CURLE_OPERATION_TIMEDOUT:
+    return KN_TE_TIMEOUT;
+  case CURLE_COULDNT_CONNECT:
+    return KN_TE_REFUSED;
+  case CURLE_GOT_NOTHING:      /* closed before a status line */
+  case CURLE_RECV_ERROR:       /* ECONNRESET and friends while reading */
+  case CURLE_SEND_ERROR:       /* EPIPE / ECONNRESET while writing */
+  case CURLE_PARTIAL_FILE:     /* closed before Content-Length bytes came */
+    return KN_TE_RESET;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    return KN_TE_DNS;
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_USE_SSL_FAILED:
+    return KN_TE_TLS;
+  default:
+    return KN_TE_TRANSPORT;
+  }
+}
+
+/* Records the outcome of a finished transfer. */
+static kn_transport_error finish(kn_transport *t, CURLcode code)
+{
+  long n = 0;
+  t->requests++;
+  if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK && n > 0)
+    t->connects += (unsigned long)n;
+  if (curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status) != CURLE_OK)
+    t->status = 0;
+  if (curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &t->http_version) != CURLE_OK)
+    t->http_version = 0;
+  if (curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &t->os_errno) != CURLE_OK)
+    t->os_errno = 0;
+  t->curl_code = (int)code;
+  if (code != CURLE_OK && t->oom) {
+    snprintf(t->errbuf, sizeof t->errbuf, "out of memory while receiving the response");
+    t->result = KN_TE_TRANSPORT;
+    return t->result;
+  }
+  t->result = classify(code);
+  if (t->result != KN_TE_OK && t->errbuf[0] == '\0')
+    snprintf(t->errbuf, sizeof t->errbuf, "%s", curl_easy_strerror(code));
+  return t->result;
+}
+
+kn_transport_error kn_transport_perform(kn_transport *t, const kn_request *req)
+{
+  kn_transport_error rc;
+  if (t->multi != NULL)
+    return invalid(t, "transport is running in a multi");
+  rc = prepare(t, req);
+  if (rc != KN_TE_OK) return rc;
+  return finish(t, curl_easy_perform(t->easy));
+}
+
+long kn_transport_status(const kn_transport *t) { return t->status; }
+
+const char *kn_transport_http_version(const kn_transport *t)
+{
+  switch (t->http_version) {
+  case CURL_HTTP_VERSION_1_0: return "1.0";
+  case CURL_HTTP_VERSION_1_1: return "1.1";
+  case CURL_HTTP_VERSION_2_0: return "2";
+#ifdef CURL_HTTP_VERSION_3
+  case CURL_HTTP_VERSION_3: return "3";
+#endif
+  default: return "";
+  }
+}
+
+const char *kn_transport_body(const kn_transport *t, size_t *len)
+{
+  *len = t->body.len;
+  return t->body.data != NULL ? t->body.data : "";
+}
+
+size_t kn_transport_header_count(const kn_transport *t) { return t->nhdrs; }
+
+void kn_transport_header_at(const kn_transport *t, size_t i, kn_header *out)
+{
+  const kn_hdr_span *s = &t->hdrs[i];
+  out->name = t->hdr_bytes.data + s->name_off;
+  out->name_len = s->name_len;
+  out->value = t->hdr_bytes.data + s->value_off;
+  out->value_len = s->value_len;
+}
+
+const char *kn_transport_error_message(const kn_transport *t) { return t->errbuf; }
+int kn_transport_curl_code(const kn_transport *t) { return t->curl_code; }
+long kn_transport_os_errno(const kn_transport *t) { return t->os_errno; }
+
+void kn_transport_stats(const kn_transport *t, unsigned long *requests,
+                        unsigned long *connects)
+{
+  *requests = t->requests;
+  *connects = t->connects;
+}
+
+int kn_transport_busy(const kn_transport *t) { return t->multi != NULL; }
+
+/* ---- multi ----------------------------------------------------------- */
+
+kn_multi *kn_multi_new(void)
+{
+  kn_multi *m = calloc(1, sizeof *m);
+  if (m == NULL) return NULL;
+  m->multi = curl_multi_init();
+  if (m->multi == NULL) {
+    free(m);
+    return NULL;
+  }
+  /* HTTP/2 streams share a connection where the server allows it */
+  curl_multi_setopt(m->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  return m;
+}
+
+static void unlink_member(kn_multi *m, kn_transport *t)
+{
+  if (t->prev != NULL) t->prev->next = t->next;
+  else m->members = t->next;
+  if (t->next != NULL) t->next->prev = t->prev;
+  t->prev = t->next = NULL;
+}
+
+static void unlink_done(kn_multi *m, kn_transport *t)
+{
+  kn_transport **pp = &m->done_head, *prev = NULL;
+  while (*pp != NULL && *pp != t) { prev = *pp; pp = &(*pp)->done_next; }
+  if (*pp == NULL) return;
+  *pp = t->done_next;
+  if (m->done_tail == t) m->done_tail = prev;
+  t->done_next = NULL;
+}
+
+static void detach(kn_multi *m, kn_transport *t)
+{
+  if (t->state == KN_RUNNING) {
+    curl_multi_remove_handle(m->multi, t->easy);
+    m->running--;
+  } else if (t->state == KN_DONE) {
+    unlink_done(m, t);
+  }
+  unlink_member(m, t);
+  t->state = KN_IDLE;
+  t->multi = NULL;
+}
+
+void kn_multi_free(kn_multi *m)
+{
+  if (m == NULL) return;
+  while (m->members != NULL) detach(m, m->members);
+  curl_multi_cleanup(m->multi);
+  free(m);
+}
+
+kn_transport_error kn_multi_add(kn_multi *m, kn_transport *t,
+                                const kn_request *req, long long id)
+{
+  kn_transport_error rc;
+  if (t->multi != NULL)
+    return invalid(t, "transport is already running in a multi");
+  rc = prepare(t, req);
+  if (rc != KN_TE_OK) return rc;
+  if (curl_multi_add_handle(m->multi, t->easy) != CURLM_OK) {
+    snprintf(t->errbuf, sizeof t->errbuf, "curl_multi_add_handle failed");
+    t->result = KN_TE_TRANSPORT;
+    return KN_TE_TRANSPORT;
+  }
+  t->multi = m;
+  t->state = KN_RUNNING;
+  t->id = id;
+  t->prev = NULL;
+  t->next = m->members;
+  if (m->members != NULL) m->members->prev = t;
+  m->members = t;
+  m->running++;
+  return KN_TE_OK;
+}
+
+void kn_multi_remove(kn_multi *m, kn_transport *t)
+{
+  if (t->multi != m || m == NULL) return;
+  detach(m, t);
+}
+
+static void collect(kn_multi *m)
+{
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+    kn_transport *t = NULL;
+    if (msg->msg != CURLMSG_DONE) continue;
+    if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t) != CURLE_OK
+        || t == NULL || t->multi != m || t->state != KN_RUNNING)
+      continue;
+    finish(t, msg->data.result);
+    curl_multi_remove_handle(m->multi, t->easy);
+    m->running--;
+    t->state = KN_DONE;
+    t->done_next = NULL;
+    if (m->done_tail != NULL) m->done_tail->done_next = t;
+    else m->done_head = t;
+    m->done_tail = t;
+  }
+}
+
+static long long now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int kn_multi_wait(kn_multi *m, long timeout_ms)
+{
+  long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+  for (;;) {
+    int still = 0;
+    long long left;
+    if (curl_multi_perform(m->multi, &still) != CURLM_OK) return -1;
+    collect(m);
+    if (m->done_head != NULL) return 0;
+    left = deadline - now_ms();
+    if (left <= 0) return 0;
+    if (curl_multi_poll(m->multi, NULL, 0, (int)(left > 1000000 ? 1000000 : left), NULL)
+        != CURLM_OK)
+      return -1;
+  }
+}
+
+kn_transport *kn_multi_next_done(kn_multi *m, long long *id, kn_transport_error *err)
+{
+  kn_transport *t = m->done_head;
+  if (t == NULL) return NULL;
+  unlink_done(m, t);
+  unlink_member(m, t);
+  t->state = KN_IDLE;
+  t->multi = NULL;
+  *id = t->id;
+  *err = t->result;
+  return t;
+}
+
+size_t kn_multi_running(const kn_multi *m) { return m->running; }
+
+int kn_multi_wakeup(kn_multi *m)
+{
+  return curl_multi_wakeup(m->multi) == CURLM_OK ? 0 : -1;
+}
