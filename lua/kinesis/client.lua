@@ -187,6 +187,32 @@ for name, op in pairs(operations) do
   end
 end
 
+--- Iterator over the response pages of a paginated operation.
+function Client:pages(name, params)
+  local op = by_name[name]
+  if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
+  return require("kinesis.paging").pages(self, op, params)
+end
+
+--- Iterator over the items (shards, streams, consumers, tags, channels).
+function Client:items(name, params)
+  local op = by_name[name]
+  if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
+  return require("kinesis.paging").items(self, op, params)
+end
+
+--- Waits until a waiter's success state; see kinesis.waiters.
+function Client:wait(name, params, opts)
+  return require("kinesis.waiters").wait(self, name, params, opts)
+end
+
+--- The sleep and clock functions for the calling context: yielding inside
+-- kinesis.run, blocking outside.
+function Client:runtime()
+  local sched = require "kinesis.scheduler"
+  return sched.sleep, sched.now
+end
+
 function Client:close()
   if self._transport and self._transport.close then self._transport:close() end
   self._transport = nil

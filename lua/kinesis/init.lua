@@ -6,20 +6,24 @@
 local client = require "kinesis.client"
 local core = require "kinesis.core"
 
+local scheduler = require "kinesis.scheduler"
+
 local M = {
   _VERSION = core._VERSION,
   new = client.new,
   operations = client.operations,
+  run = scheduler.run,
+  spawn = scheduler.spawn,
+  sleep = scheduler.sleep,
+  wait_all = scheduler.wait_all,
 }
 
--- hash keys and shard maps (kinesis.shards), when built
-local ok, shards = pcall(require, "kinesis.shards")
-if ok then
-  M.hash_key = shards.hash_key
-  M.shard_map = shards.shard_map
-  M.split_point = shards.split_point
-  M.even_ranges = shards.even_ranges
-  require("kinesis.validate").u128_check = shards.u128_check
-end
+-- hash keys and shard maps (C core through kinesis.shards)
+local shards = require "kinesis.shards"
+M.hash_key = shards.hash_key
+M.shard_map = shards.shard_map
+M.split_point = shards.split_point
+M.even_ranges = shards.even_ranges
+require("kinesis.validate").u128_check = shards.u128_check
 
 return M

@@ -1,0 +1,36 @@
+/* l_time.c - a monotonic clock and a blocking sleep for plain Lua, which has
+ * neither. The scheduler and the retry/waiter backoff use them outside
+ * kinesis.run; inside it they yield instead, and inside nginx ngx.sleep. */
+#include <errno.h>
+#include <time.h>
+
+#include "lbind.h"
+
+static int l_monotime(lua_State *L)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+  lua_Number s = luaL_checknumber(L, 1);
+  struct timespec req, rem;
+  if (!(s > 0)) return 0;
+  if (s > 1e9) s = 1e9;
+  req.tv_sec = (time_t)s;
+  req.tv_nsec = (long)((s - (lua_Number)req.tv_sec) * 1e9);
+  while (nanosleep(&req, &rem) != 0 && errno == EINTR) req = rem;
+  return 0;
+}
+
+int kn_open_time(lua_State *L)
+{
+  lua_pushcfunction(L, l_monotime);
+  lua_setfield(L, -2, "monotime");
+  lua_pushcfunction(L, l_sleep);
+  lua_setfield(L, -2, "sleep");
+  return 0;
+}
