@@ -11,8 +11,9 @@ describe("error mapping", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
+    -- retries off: each case sees exactly the one response it queued
     c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-      timeout = { connect = 2, request = 1 } })
+      timeout = { connect = 2, request = 1 }, retry = { mode = "off" } })
   end)
   lazy_teardown(function()
     if c then c:close() end
@@ -100,7 +101,7 @@ describe("error mapping", function()
     local port = gone.port
     gone.stop()
     local c2 = assert(kinesis.new { endpoint = "http://127.0.0.1:" .. port, region = "us-east-1",
-      credentials = peers.credentials })
+      credentials = peers.credentials, retry = { mode = "off" } })
     local out, err = c2:list_streams {}
     assert.is_nil(out)
     assert.equal("transport", err.kind)

@@ -9,8 +9,10 @@ local codec = require "kinesis.codec"
 local validate = require "kinesis.validate"
 local errors = require "kinesis.errors"
 local core = require "kinesis.core"
+local retry = require "kinesis.retry"
 
 local format, type, tostring, pairs, setmetatable = string.format, type, tostring, pairs, setmetatable
+local floor, abs = math.floor, math.abs
 local getenv = os.getenv
 
 local shapes, operations = model.shapes, model.operations
@@ -134,7 +136,8 @@ function Client:build_request(op, body)
     method = "POST", path = ep.path, headers = headers, body = body,
     region = self.region, service = model.signing_name,
     access_key = creds.access_key_id, secret_key = creds.secret_access_key,
-    session_token = creds.session_token, time = self.clock and self.clock() or nil,
+    session_token = creds.session_token,
+    time = floor((self.clock and self.clock() or os.time()) + self.clock_offset),
   }
   if not signed then
     return nil, errors.new { kind = "validation", code = "SigningError", message = tostring(serr), op = op.name }
@@ -151,7 +154,9 @@ function Client:send(op, req)
   end
   local meta = { status = resp.status, request_id = resp.headers and resp.headers["x-amzn-requestid"] }
   if resp.status < 200 or resp.status >= 300 then
-    return nil, errors.from_response(op.name, resp), meta
+    local err = errors.from_response(op.name, resp)
+    err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
+    return nil, err, meta
   end
   local out, derr = codec.decode(shapes, op.output, resp.body)
   if not out then
@@ -176,9 +181,93 @@ function Client:call(name, params)
       { code = "EventStreamNotSupported" })
   end
   local body = codec.encode(shapes, op.input, params)
-  local req, err = self:build_request(op, body)
-  if not req then return nil, err end
-  return self:send(op, req)
+  return self:attempts(op, body)
+end
+
+-- codes by which a service says the request's clock is off
+local SKEW_CODES = {
+  RequestTimeTooSkewed = true, RequestExpired = true, RequestInTheFuture = true,
+  InvalidSignatureException = true, SignatureDoesNotMatch = true, AuthFailure = true,
+}
+
+--- Sends `body` for `op` with the retry policy; returns out, err, meta where
+-- meta = { attempts =, status =, request_id = }.
+function Client:attempts(op, body)
+  local policy = self.retry
+  local sleep, now = self:runtime()
+  local total = self.timeouts.total
+  local started = now()
+  local attempt, cost, skew_fixed = 0, nil, false
+  while true do
+    attempt = attempt + 1
+    if policy.limiter then
+      local wait = policy.limiter:acquire()
+      if wait > 0 then sleep(wait) end
+    end
+    local req, err = self:build_request(op, body)
+    if not req then return nil, err, { attempts = attempt } end
+    if total then
+      local left = total - (now() - started)
+      if left <= 0 then
+        return nil, errors.new { kind = "transport", code = "Timeout", op = op.name, retryable = false,
+          message = format("total timeout of %g s exceeded after %d attempts", total, attempt - 1) },
+          { attempts = attempt - 1 }
+      end
+      req.timeout = self.timeouts.request and math.min(self.timeouts.request, left) or left
+    end
+    local out, meta
+    out, err, meta = self:send(op, req)
+    meta = meta or {}
+    meta.attempts = attempt
+    if policy.limiter then policy.limiter:update(err ~= nil and err.throttling == true) end
+    if out then
+      policy:release(cost)
+      return out, nil, meta
+    end
+    err.attempts = attempt
+    local again = false
+    if not skew_fixed and SKEW_CODES[err.code] and err.server_time then
+      -- learn the offset from the server's Date and try once more at once
+      local offset = err.server_time - os.time()
+      if abs(offset - self.clock_offset) >= 60 then
+        self.clock_offset = offset
+        skew_fixed = true
+        again = attempt < policy.max_attempts
+      end
+    end
+    if not again then
+      if not err.retryable or attempt >= policy.max_attempts then return nil, err, meta end
+      local c = policy:acquire(err)
+      if not c then
+        err.retry_quota_exceeded = true
+        return nil, err, meta
+      end
+      cost = c
+      local d = policy:delay(attempt)
+      if total and now() - started + d >= total then return nil, err, meta end
+      sleep(d)
+    end
+  end
+end
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+--- Parses an HTTP Date (RFC 7231 IMF-fixdate) to epoch seconds, or nil.
+function M.parse_http_date(s)
+  if type(s) ~= "string" then return nil end
+  local d, mon, y, hh, mm, ss = s:match("^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  local m = MONTHS[mon]
+  if not m then return nil end
+  y, m, d = tonumber(y), m, tonumber(d)
+  -- days from the civil date (proleptic Gregorian), independent of local time
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
 end
 
 for name, op in pairs(operations) do
@@ -240,8 +329,17 @@ function M.new(cfg)
   if not ep then
     return nil, errors.new { kind = "validation", code = "ConfigError", message = perr }
   end
+  local timeouts = cfg.timeout or {}
+  if type(timeouts) ~= "table" then
+    return nil, errors.new { kind = "validation", code = "ConfigError", message = "timeout must be a table" }
+  end
+  local policy, rerr = retry.new(cfg.retry, core.monotime)
+  if not policy then
+    return nil, errors.new { kind = "validation", code = "ConfigError", message = rerr }
+  end
   local self = setmetatable({
     config = cfg, region = region, endpoint = ep, signer = core.signer(), clock = cfg.clock,
+    clock_offset = 0, retry = policy, timeouts = timeouts,
   }, Client)
   return self
 end

@@ -95,10 +95,15 @@ function M.from_response(op, resp)
 end
 
 --- Builds a transport error from the transport's {code, message}.
+-- transport failures worth another attempt; a TLS verification failure or
+-- a request the transport refused will fail the same way again
+local NOT_RETRYABLE_TRANSPORT = { TLS = true, InvalidRequest = true }
+
 function M.transport(op, terr)
+  local code = terr.code or "Transport"
   return M.new {
-    kind = "transport", code = terr.code or "Transport", message = terr.message or "",
-    retryable = terr.retryable ~= false, op = op,
+    kind = "transport", code = code, message = terr.message or "",
+    retryable = not NOT_RETRYABLE_TRANSPORT[code], op = op,
   }
 end
 

@@ -12,7 +12,7 @@
 --   t:close()
 local curl = require "kinesis.curl"
 
-local type, setmetatable = type, setmetatable
+local type, setmetatable, ipairs = type, setmetatable, ipairs
 
 local M = { name = "curl" }
 
@@ -41,14 +41,26 @@ function M.new(opts)
   local timeout = opts.timeout
   if type(timeout) == "number" then timeout = { request = timeout } end
   timeout = timeout or {}
-  local handle = curl.easy{
+  local easy_opts = {
     connect_timeout = timeout.connect,
     timeout = timeout.request,
     verify = opts.verify,
     cafile = opts.cafile,
     http2 = opts.http2,
   }
-  return setmetatable({ handle = handle }, Transport)
+  return setmetatable({ handle = curl.easy(easy_opts), easy_opts = easy_opts, idle = {} }, Transport)
+end
+
+-- Inside kinesis.run each request in flight needs its own easy handle; idle
+-- ones are kept for reuse (the multi handle pools the connections).
+local function acquire(self)
+  local idle = self.idle
+  local h = idle[#idle]
+  if h then
+    idle[#idle] = nil
+    return h
+  end
+  return curl.easy(self.easy_opts)
 end
 
 -- send(request) -> response | nil, err; same tables as kinesis.curl's h:send.
@@ -58,6 +70,15 @@ function Transport:send(req)
     return nil, { code = "Transport", curl_code = 0,
                   message = "the blocking curl transport cannot run in the nginx '"
                     .. phase .. "' phase; use the cosocket transport" }
+  end
+  local sched = package.loaded["kinesis.scheduler"]
+  if sched and sched.current_task() then
+    -- a task of kinesis.run: hand the request to the run's multi handle
+    -- and yield until it completes
+    local h = acquire(self)
+    local resp, err = sched.await_http(h, req)
+    self.idle[#self.idle + 1] = h
+    return resp, err
   end
   return self.handle:send(req)
 end
@@ -69,6 +90,8 @@ end
 
 function Transport:close()
   self.handle:close()
+  for _, h in ipairs(self.idle) do h:close() end
+  self.idle = {}
 end
 
 return M
