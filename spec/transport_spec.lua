@@ -445,6 +445,36 @@ describe("kinesis.curl", function()
       h:close()
     end)
 
+    it("multiplexes concurrent requests from a multi over one HTTP/2 connection", function()
+      if not curl.http2 then
+        pending("libcurl was built without HTTP/2")
+        return
+      end
+      local n = 20
+      local m = curl.multi()
+      local handles, pending_ids = {}, {}
+      for i = 1, n do
+        handles[i] = curl.easy{ verify = false, timeout = 10 }
+        local id = assert(m:add(handles[i], kinesis_request(kl.tls_endpoint .. "/", "ListStreams")))
+        pending_ids[id] = true
+      end
+      local done, deadline = 0, os.time() + 15
+      while done < n and os.time() < deadline do
+        for _, r in ipairs(m:wait(0.5)) do
+          assert.is_true(pending_ids[r.id])
+          assert.is_nil(r.err)
+          assert.equals(200, r.resp.status)
+          assert.equals("2", r.resp.http_version)
+          done = done + 1
+        end
+      end
+      assert.equals(n, done)
+      local connects = 0
+      for i = 1, n do connects = connects + handles[i]:stats().connects end
+      assert.equals(1, connects)               -- all streams shared one connection
+      m:close()
+    end)
+
     it("stays on HTTP/1.1 over TLS with http2 = false", function()
       local h = curl.easy{ verify = false, http2 = false, timeout = 10 }
       local resp = assert(h:send(kinesis_request(kl.tls_endpoint .. "/", "ListStreams")))
@@ -534,5 +564,194 @@ describe("kinesis.transport.curl", function()
     assert.matches("cosocket", err.message)
     assert.same({}, stub:requests())
     t:close()
+  end)
+end)
+
+describe("kinesis.curl multi", function()
+  local stub
+
+  lazy_setup(function()
+    stub = peers.start("stub", { tls = true })
+  end)
+
+  lazy_teardown(function()
+    if stub then stub.stop() end
+  end)
+
+  before_each(function()
+    stub:reset()
+  end)
+
+  -- Waits until every id in `pending` completed or `seconds` passed;
+  -- returns a map id -> { resp =, err = }.
+  local function drain(m, pending, seconds)
+    local results, left = {}, 0
+    for _ in pairs(pending) do left = left + 1 end
+    local deadline = now() + seconds
+    while left > 0 and now() < deadline do
+      for _, r in ipairs(m:wait(0.5)) do
+        assert.is_true(pending[r.id], "unexpected id " .. tostring(r.id))
+        assert.is_nil(results[r.id], "id completed twice")
+        results[r.id] = r
+        left = left - 1
+      end
+    end
+    return results, left
+  end
+
+  it("completes 50 requests in flight at once against a slow server", function()
+    local n, delay = 50, 1000
+    local q = {}
+    for i = 1, n do q[i] = { status = 200, echo_body = true, delay_ms = delay } end
+    stub:queue(q)
+    local m = curl.multi()
+    local handles, pending, body_of = {}, {}, {}
+    local t0 = now()
+    for i = 1, n do
+      handles[i] = curl.easy{ timeout = 20 }
+      local id = assert(m:add(handles[i], { method = "POST", url = stub:url("/" .. i),
+                                            body = "request-" .. i }))
+      pending[id] = true
+      body_of[id] = "request-" .. i
+      assert.is_true(handles[i]:busy())
+    end
+    assert.equals(n, m:running())
+    local results, left = drain(m, pending, 15)
+    local elapsed = now() - t0
+    assert.equals(0, left)
+    for id, r in pairs(results) do
+      assert.is_nil(r.err)
+      assert.equals(200, r.resp.status)
+      assert.equals(body_of[id], r.resp.body)   -- each result belongs to its request
+    end
+    -- one after the other this would take n * delay = 50 s
+    assert.is_true(elapsed < 2 * delay / 1000 + 2, "elapsed " .. elapsed)
+    local stats = stub:stats()
+    assert.equals(n, stats.total)
+    assert.equals(n, stats.max_in_flight)     -- the server saw them all at once
+    assert.equals(0, m:running())
+    for i = 1, n do
+      assert.is_false(handles[i]:busy())
+      assert.same({ requests = 1, connects = 1 }, handles[i]:stats())
+      handles[i]:close()
+    end
+    m:close()
+  end)
+
+  it("runs HTTPS requests to an HTTP/1.1-only server side by side", function()
+    local n = 20
+    local q = {}
+    for i = 1, n do q[i] = { status = 200, echo_body = true, delay_ms = 500 } end
+    stub:queue(q)
+    local m = curl.multi()
+    local pending, handles = {}, {}
+    local t0 = now()
+    for i = 1, n do
+      handles[i] = curl.easy{ cafile = stub.cafile, timeout = 20 }
+      pending[assert(m:add(handles[i], { url = stub.tls_endpoint .. "/", body = "b" .. i }))] = true
+    end
+    local results, left = drain(m, pending, 15)
+    assert.equals(0, left)
+    for _, r in pairs(results) do
+      assert.is_nil(r.err)
+      assert.equals("1.1", r.resp.http_version)
+    end
+    assert.is_true(now() - t0 < 3, "elapsed " .. (now() - t0))
+    assert.equals(n, stub:stats().max_in_flight)
+    m:close()
+  end)
+
+  it("keeps in-flight handles and bodies alive through garbage collection", function()
+    local n = 10
+    local q = {}
+    for i = 1, n do q[i] = { status = 200, echo_body = true, delay_ms = 200 } end
+    stub:queue(q)
+    local m = curl.multi()
+    local pending, expect = {}, {}
+    for i = 1, n do
+      -- neither the handle nor the body is referenced outside the multi
+      local id = assert(m:add(curl.easy(), { method = "POST", url = stub:url(),
+                                             body = string.rep(string.char(64 + i), 100000) .. i }))
+      pending[id] = true
+      expect[id] = string.rep(string.char(64 + i), 100000) .. i
+    end
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local results, left = drain(m, pending, 10)
+    assert.equals(0, left)
+    for id, r in pairs(results) do
+      assert.is_nil(r.err)
+      assert.is_true(r.resp.body == expect[id], "body of request " .. id)
+    end
+    m:close()
+  end)
+
+  it("returns nothing from wait before the timeout, and remove abandons a request", function()
+    stub:queue{ { action = "stall" }, { status = 200, body = "after" } }
+    local m = curl.multi()
+    local h = curl.easy()
+    local id = assert(m:add(h, { url = stub:url() }))
+    local t0 = now()
+    assert.same({}, m:wait(0.3))
+    local elapsed = now() - t0
+    assert.is_true(elapsed >= 0.25 and elapsed < 1.5, "elapsed " .. elapsed)
+    assert.error_matches(function() h:send{ url = stub:url() } end, "busy")
+    assert.error_matches(function() m:add(h, { url = stub:url() }) end, "busy")
+    assert.is_true(m:remove(id))
+    assert.is_false(m:remove(id))
+    assert.equals(0, m:running())
+    assert.is_false(h:busy())
+    assert.equals("after", assert(h:send{ url = stub:url() }).body)
+    -- nothing running and no timeout: returns at once
+    assert.same({}, m:wait())
+    m:close()
+  end)
+
+  it("reports transport errors per request", function()
+    local gone = peers.start("stub")
+    local refused_url = gone:url()
+    gone.stop()
+    stub:queue{ { action = "stall" }, { status = 201, body = "fine" } }
+    local m = curl.multi()
+    local ids = {
+      refused = assert(m:add(curl.easy(), { url = refused_url })),
+      timeout = assert(m:add(curl.easy(), { url = stub:url("/stall"), timeout = 0.3 })),
+    }
+    -- let the stalled one reach the stub first so it gets the stall
+    local results = {}
+    for _, r in ipairs(m:wait(0.1)) do results[r.id] = r end
+    ids.fine = assert(m:add(curl.easy(), { url = stub:url("/fine") }))
+    local pending = {}
+    for _, id in pairs(ids) do if not results[id] then pending[id] = true end end
+    local more, left = drain(m, pending, 5)
+    assert.equals(0, left)
+    for id, r in pairs(more) do results[id] = r end
+    assert.equals("ConnectionRefused", results[ids.refused].err.code)
+    assert.equals("Timeout", results[ids.timeout].err.code)
+    assert.equals(201, results[ids.fine].resp.status)
+    -- an invalid request is refused by add itself
+    local bad, err = m:add(curl.easy(), { url = stub:url(), headers = { { "X", "a\r\nb" } } })
+    assert.is_nil(bad)
+    assert.equals("InvalidRequest", err.code)
+    assert.equals(0, m:running())
+    m:close()
+  end)
+
+  it("close abandons what is in flight and frees the handles for reuse", function()
+    stub:queue{ { action = "stall" }, { action = "stall" }, { status = 200, body = "reused" } }
+    local m = curl.multi()
+    local h1, h2 = curl.easy(), curl.easy()
+    assert(m:add(h1, { url = stub:url() }))
+    assert(m:add(h2, { url = stub:url() }))
+    m:wait(0.1)
+    -- closing a handle in flight takes it out of the multi
+    h2:close()
+    assert.equals(1, m:running())
+    m:close()
+    m:close()
+    assert.is_false(h1:busy())
+    assert.equals("reused", assert(h1:send{ url = stub:url() }).body)
+    assert.error_matches(function() m:wait(0) end, "closed curl multi")
+    h1:close()
   end)
 end)

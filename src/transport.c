@@ -14,6 +14,11 @@
 #include <string.h>
 #include <time.h>
 
+/* curl_multi_poll (7.66), curl_multi_wakeup (7.68) */
+#if LIBCURL_VERSION_NUM < 0x074400
+#error "libcurl 7.68.0 or newer is required"
+#endif
+
 #define KN_BODY_KEEP      (1u << 20)   /* keep a body buffer this big across requests */
 #define KN_RESERVE_MAX    (64u << 20)  /* trust Content-Length up to this for one allocation */
 #define KN_RECV_BUFFER    65536L
@@ -150,6 +155,16 @@ static int name_is(const kn_header *h, const char *name)
     if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
     if (b >= 'A' && b <= 'Z') b = (char)(b - 'A' + 'a');
     if (a != b) return 0;
+  }
+  return 1;
+}
+
+static int has_prefix_nocase(const char *s, const char *prefix)
+{
+  for (; *prefix; s++, prefix++) {
+    char a = *s;
+    if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+    if (a != *prefix) return 0;
   }
   return 1;
 }
@@ -402,9 +417,10 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
   if (t->opts.http2 && (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
     /* h2 through ALPN on https only; cleartext stays HTTP/1.1 */
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    /* in a multi, wait for a connection that can multiplex instead of
-     * opening one per request */
-    SETOPT(CURLOPT_PIPEWAIT, 1L);
+    /* In a multi, wait for a connection that may multiplex rather than open
+     * one per request. Only where h2 is possible: on cleartext HTTP/1.1 the
+     * waiting requests would queue behind the first one. */
+    if (has_prefix_nocase(req->url, "https://")) SETOPT(CURLOPT_PIPEWAIT, 1L);
   } else {
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
   }

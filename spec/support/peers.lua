@@ -22,7 +22,7 @@ end
 local ROOT do
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
   local dir = src:match("^(.*)/spec/support/[^/]+$")
-  if dir == nil then dir = src:match("^spec/support/") and "." or "." end
+  dir = dir or "."
   if dir:sub(1, 1) ~= "/" then
     local p = io.popen("pwd")
     local cwd = p:read("*l")

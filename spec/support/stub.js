@@ -6,8 +6,9 @@
 //
 //   node stub.js --port P [--tls-port P2 --tls-cert cert.pem --tls-key key.pem]
 //
-// Queued response: { status, headers: {...}, body | body_b64 | body_repeat: [text, n],
-//   delay_ms, action: "reset" | "close_after_headers" | "stall" | "truncate" }
+// Queued response: { status, headers: {...}, body | body_b64 | body_repeat: [text, n]
+//   | echo_body: true (the request's body), delay_ms,
+//   action: "reset" | "close_after_headers" | "stall" | "truncate" }
 'use strict';
 
 const http = require('http');
@@ -35,7 +36,8 @@ const state = {
 };
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-function responseBody(r) {
+function responseBody(r, requestBody) {
+  if (r.echo_body) return requestBody;
   if (r.body_b64 !== undefined) return Buffer.from(r.body_b64, 'base64');
   if (r.body_repeat !== undefined) return Buffer.from(String(r.body_repeat[0]).repeat(r.body_repeat[1]));
   if (r.body !== undefined) return Buffer.from(String(r.body));
@@ -116,9 +118,9 @@ function record(req, body) {
   state.log.push(entry);
 }
 
-function answer(req, res, r) {
+function answer(req, res, r, requestBody) {
   const socket = req.socket;
-  const body = responseBody(r);
+  const body = responseBody(r, requestBody);
   if (socket.destroyed) return;   // the client left during delay_ms
   switch (r.action) {
     case 'stall':
@@ -179,8 +181,8 @@ function handle(req, res) {
       ? state.queue.shift()
       : { status: 500, headers: { 'Content-Type': 'application/json' },
           body: '{"__type":"StubNoResponseQueued"}' };
-    if (r.delay_ms > 0) setTimeout(() => answer(req, res, r), r.delay_ms);
-    else answer(req, res, r);
+    if (r.delay_ms > 0) setTimeout(() => answer(req, res, r, body), r.delay_ms);
+    else answer(req, res, r, body);
   });
 }
 
