@@ -103,12 +103,22 @@ end
 function Client:transport()
   local t = self._transport
   if t then return t end
-  local spec = self.config.transport or "curl"
+  local spec = self.config.transport
+  if spec == nil then
+    -- inside nginx the cosocket transport; the blocking one everywhere else
+    local ngx = rawget(_G, "ngx")
+    spec = (type(ngx) == "table" and type(ngx.socket) == "table") and "cosocket" or "curl"
+  end
   if type(spec) == "table" then
     t = spec
   elseif spec == "curl" then
     t = require("kinesis.transport.curl").new {
       timeout = self.config.timeout, verify = self.config.verify, cafile = self.config.cafile,
+    }
+  elseif spec == "cosocket" then
+    t = require("kinesis.transport.cosocket").new {
+      timeout = self.config.timeout, verify = self.config.verify, cafile = self.config.cafile,
+      pool = self.config.pool,
     }
   else
     error("kinesis: unknown transport " .. tostring(spec), 3)
@@ -274,6 +284,16 @@ for name, op in pairs(operations) do
   Client[op.method] = function(self, params)
     return self:call(name, params)
   end
+end
+
+--- Enhanced fan-out: an iterator of SubscribeToShard events (kinesis.subscribe).
+function Client:subscribe_to_shard(params)
+  return require("kinesis.subscribe").subscribe_to_shard(self, params)
+end
+
+--- Keeps reading a shard across subscription ends (kinesis.subscribe).
+function Client:subscribe(params, opts)
+  return require("kinesis.subscribe").subscribe(self, params, opts)
 end
 
 --- Iterator over the response pages of a paginated operation.

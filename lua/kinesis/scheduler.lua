@@ -17,6 +17,16 @@ local type, tostring, select, error, setmetatable = type, tostring, select, erro
 
 local M = {}
 
+-- Inside nginx, run/spawn/sleep map onto ngx.thread and ngx.sleep
+-- (kinesis.ngx_runtime); cosockets yield by themselves there.
+local function nginx()
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.thread) == "table" and type(ngx.sleep) == "function" then
+    return require "kinesis.ngx_runtime"
+  end
+  return nil
+end
+
 local current          -- the scheduler of the active run, if any
 local task_of = setmetatable({}, { __mode = "k" })  -- coroutine -> task
 local YIELD = {}       -- marker: a yield that belongs to the scheduler
@@ -119,6 +129,8 @@ end
 
 --- Sleeps `seconds`: yields inside kinesis.run, blocks outside.
 function M.sleep(seconds)
+  local ngx_rt = nginx()
+  if ngx_rt then return ngx_rt.sleep(seconds) end
   seconds = tonumber(seconds) or 0
   local task = M.current_task()
   if not task then
@@ -184,6 +196,8 @@ end
 -- has finished. A task error nobody collected with task:wait() is raised
 -- here, with its traceback, after the other tasks have run to completion.
 function M.run(fn, ...)
+  local ngx_rt = nginx()
+  if ngx_rt then return ngx_rt.run(fn, ...) end
   if current then error("kinesis.run cannot be nested", 2) end
   local s = {
     ready = {}, timers = {}, pending = {}, inflight = 0, live = 0, tasks = {}, failed = {},
@@ -208,6 +222,8 @@ end
 --- Starts fn(...) as a new task of the current run; returns the task.
 function M.spawn(fn, ...)
   if type(fn) ~= "function" then error("kinesis.spawn expects a function", 2) end
+  local ngx_rt = nginx()
+  if ngx_rt then return ngx_rt.spawn(fn, ...) end
   if not current then error("kinesis.spawn must be called inside kinesis.run", 2) end
   return new_task(current, fn, ...)
 end
@@ -231,6 +247,8 @@ end
 
 --- Waits for every task in the list; returns an array of { ok, ... } tables.
 function M.wait_all(tasks)
+  local ngx_rt = nginx()
+  if ngx_rt then return ngx_rt.wait_all(tasks) end
   local out = {}
   for i, t in ipairs(tasks) do out[i] = pack(t:wait()) end
   return out
