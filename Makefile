@@ -3,6 +3,7 @@
 #   make LUA=luajit build the same sources for LuaJIT (Lua 5.1 API) into build/5.1/
 #   make test       install what is missing, build, run the whole busted suite
 #   make demo       install what is missing, start kinesis-local, run examples/quickstart.lua
+#   make bench      run the benchmarks (bench/), each against a baseline measured in the same run
 #   make gen        regenerate lua/kinesis/model.lua from the AWS model
 #   make gen-check  fail if the committed model.lua differs from a fresh generation
 
@@ -36,7 +37,7 @@ HDRS       := $(wildcard src/*.h)
 CORE_SO    := $(OUT)/kinesis/core.so
 CURL_SO    := $(OUT)/kinesis/curl.so
 
-.PHONY: all build deps test demo gen gen-check clean luajit
+.PHONY: all build deps test demo gen gen-check clean luajit bench
 all build: $(CORE_SO) $(CURL_SO)
 
 $(CORE_SO): $(CORE_SRC) $(HDRS) Makefile
@@ -62,6 +63,10 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory build
 	@SHARED=$(SHARED) sh tools/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory build
+	@sh bench/run.sh
 
 gen:
 	$(LUA_BIN) tools/gen_model.lua $(SHARED)/aws-model > lua/kinesis/model.lua.tmp
