@@ -1,0 +1,36 @@
+-- The examples are runnable programs: each one runs against a kinesis-local
+-- started here and must exit 0.
+
+local peers = require "support.peers"
+
+describe("examples", function()
+  local srv
+
+  lazy_setup(function()
+    srv = peers.start("kinesis-local", { env = { CREATE_STREAM_DURATION = "200ms", DELETE_STREAM_DURATION = "200ms" } })
+  end)
+  lazy_teardown(function() if srv then srv.stop() end end)
+
+  local function run(file)
+    local cmd = ("cd %s && env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY KINESIS_ENDPOINT=%s lua5.4 examples/%s 2>&1; echo \"__rc=$?\"")
+      :format(peers.root, srv.endpoint, file)
+    local p = io.popen(cmd)
+    local out = p:read("*a")
+    p:close()
+    return tonumber(out:match("__rc=(%d+)")), out
+  end
+
+  for _, file in ipairs { "quickstart.lua", "paging_and_waiters.lua", "concurrency.lua" } do
+    it(file .. " runs to completion", function()
+      local rc, out = run(file)
+      assert.equal(0, rc, out)
+    end)
+  end
+
+  it("quickstart reads back every record it wrote, binary ones included", function()
+    local rc, out = run("quickstart.lua")
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("read 11 records back (wrote 11)", 1, true), out)
+    assert.truthy(out:find("\\x00\\xff\\x01", 1, true), out)
+  end)
+end)
