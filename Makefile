@@ -4,8 +4,8 @@
 #   make test       install what is missing, build, run the whole busted suite
 #   make demo       install what is missing, start kinesis-local, run examples/quickstart.lua
 #   make bench      run the benchmarks (bench/), each against a baseline measured in the same run
-#   make gen        regenerate lua/kinesis/model.lua from the AWS model
-#   make gen-check  fail if the committed model.lua differs from a fresh generation
+#   make gen        regenerate lua/kinesis/model.lua and endpoint_rules.lua from the AWS model
+#   make gen-check  fail if the committed generated files differ from a fresh generation
 
 LUA        ?= lua5.4
 SHARED     ?= $(abspath ../shared)
@@ -69,14 +69,19 @@ bench: deps
 	@sh bench/run.sh
 
 gen:
-	$(LUA_BIN) tools/gen_model.lua $(SHARED)/aws-model > lua/kinesis/model.lua.tmp
+	lua5.4 tools/gen_model.lua $(SHARED)/aws-model > lua/kinesis/model.lua.tmp
 	mv lua/kinesis/model.lua.tmp lua/kinesis/model.lua
+	lua5.4 tools/gen_endpoints.lua $(SHARED)/aws-model > lua/kinesis/endpoint_rules.lua.tmp
+	mv lua/kinesis/endpoint_rules.lua.tmp lua/kinesis/endpoint_rules.lua
 
 gen-check:
 	@lua5.4 tools/gen_model.lua $(SHARED)/aws-model > $(OUT)/model.lua.check
 	@cmp -s $(OUT)/model.lua.check lua/kinesis/model.lua || \
 	  { echo "lua/kinesis/model.lua is out of date: run 'make gen'"; diff -u lua/kinesis/model.lua $(OUT)/model.lua.check | head -40; exit 1; }
-	@echo "model.lua matches the AWS model"
+	@lua5.4 tools/gen_endpoints.lua $(SHARED)/aws-model > $(OUT)/endpoint_rules.lua.check
+	@cmp -s $(OUT)/endpoint_rules.lua.check lua/kinesis/endpoint_rules.lua || \
+	  { echo "lua/kinesis/endpoint_rules.lua is out of date: run 'make gen'"; exit 1; }
+	@echo "model.lua and endpoint_rules.lua match the AWS model"
 
 clean:
 	rm -rf build

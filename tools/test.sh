@@ -12,7 +12,7 @@ log=$(mktemp "${TMPDIR:-/tmp}/kinesis-busted.XXXXXX")
 trap 'rm -f "$log"' EXIT
 if [ $# -eq 0 ]; then set -- spec; fi
 lua5.4 /usr/bin/busted --lua=lua5.4 -p '_spec' -o utfTerminal "$@" 2>&1 | tee "$log"
-line=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' | tail -1)
+line=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' | tail -1)
 ok=$(echo "$line" | sed -E 's/^([0-9]+) success.*/\1/')
 fail=$(echo "$line" | sed -E 's/.* ([0-9]+) failures? .*/\1/')
 err=$(echo "$line" | sed -E 's/.* ([0-9]+) errors?.*/\1/')

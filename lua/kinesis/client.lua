@@ -61,14 +61,52 @@ local function env_nonempty(name)
   return v
 end
 
+local function env_truthy(name)
+  local v = getenv(name)
+  return v ~= nil and v:lower() == "true"
+end
+
 local function resolve_region(cfg)
   return cfg.region or env_nonempty("AWS_REGION") or env_nonempty("AWS_DEFAULT_REGION")
 end
 
-local function default_endpoint(region)
-  local suffix = "amazonaws.com"
-  if region:match("^cn%-") then suffix = "amazonaws.com.cn" end
-  return format("https://%s.%s.%s", model.endpoint_prefix, region, suffix)
+local endpoints = require "kinesis.endpoints"
+
+-- rule-set parameters in a fixed order: the key of the endpoint cache
+local ENDPOINT_KEYS = {}
+for name in pairs(endpoints.parameters) do ENDPOINT_KEYS[#ENDPOINT_KEYS + 1] = name end
+table.sort(ENDPOINT_KEYS)
+local function no_env() return nil end
+
+--- The endpoint for `op` called with `params`: the configured URL, or the
+-- model's rule set (partitions, FIPS, dual-stack, account endpoints from
+-- ARNs). Resolutions are cached by their parameters.
+function Client:endpoint_for(op, params)
+  if self.endpoint then return self.endpoint end
+  local p = endpoints.params_for(op, params, self.endpoint_config, no_env)
+  local parts = {}
+  for i, k in ipairs(ENDPOINT_KEYS) do parts[i] = tostring(p[k]) end
+  local key = table.concat(parts, "\0")
+  local cache = self.endpoint_cache
+  local ep = cache[key]
+  if ep then return ep end
+  local r, err = endpoints.resolve(p)
+  if not r then return nil, err end
+  local perr
+  ep, perr = parse_endpoint(r.url)
+  if not ep then return nil, perr end
+  ep.signing_region = r.signing_region or self.region
+  ep.signing_name = r.signing_name
+  if r.headers then
+    ep.headers = {}
+    for name, values in pairs(r.headers) do ep.headers[#ep.headers + 1] = { name, table.concat(values, ",") } end
+  end
+  self.endpoint_cache_size = self.endpoint_cache_size + 1
+  if self.endpoint_cache_size > 256 then
+    self.endpoint_cache, self.endpoint_cache_size = {}, 1
+  end
+  self.endpoint_cache[key] = ep
+  return ep
 end
 
 -- credentials: an explicit table, a provider function, or the environment
@@ -129,22 +167,29 @@ end
 
 local USER_AGENT = "lua-kinesis/" .. tostring(core._VERSION) .. " " .. tostring(_VERSION):gsub(" ", "/")
 
---- Builds the signed HTTP request for `op` with `body`; nil, err on failure.
-function Client:build_request(op, body)
+--- Builds the signed HTTP request for `op` with `body` (the encoded
+-- `params`); nil, err on failure.
+function Client:build_request(op, body, params)
+  local ep, eerr = self:endpoint_for(op, params)
+  if not ep then
+    return nil, errors.new { kind = "validation", code = "EndpointError", message = tostring(eerr), op = op.name }
+  end
   local creds, cerr = self:credentials()
   if not creds then
     return nil, errors.new { kind = "validation", code = "CredentialsError", message = cerr, op = op.name }
   end
-  local ep = self.endpoint
   local headers = {
     { "Host", ep.host_header },
     { "Content-Type", "application/x-amz-json-" .. model.json_version },
     { "X-Amz-Target", model.target_prefix .. "." .. op.name },
     { "User-Agent", USER_AGENT },
   }
+  if ep.headers then
+    for _, h in ipairs(ep.headers) do headers[#headers + 1] = h end
+  end
   local signed, serr = self.signer:sign {
     method = "POST", path = ep.path, headers = headers, body = body,
-    region = self.region, service = model.signing_name,
+    region = ep.signing_region or self.region, service = ep.signing_name or model.signing_name,
     access_key = creds.access_key_id, secret_key = creds.secret_access_key,
     session_token = creds.session_token,
     time = floor((self.clock and self.clock() or os.time()) + self.clock_offset),
@@ -191,7 +236,7 @@ function Client:call(name, params)
       { code = "EventStreamNotSupported" })
   end
   local body = codec.encode(shapes, op.input, params)
-  return self:attempts(op, body)
+  return self:attempts(op, body, params)
 end
 
 -- codes by which a service says the request's clock is off
@@ -202,7 +247,7 @@ local SKEW_CODES = {
 
 --- Sends `body` for `op` with the retry policy; returns out, err, meta where
 -- meta = { attempts =, status =, request_id = }.
-function Client:attempts(op, body)
+function Client:attempts(op, body, params)
   local policy = self.retry
   local sleep, now = self:runtime()
   local total = self.timeouts.total
@@ -214,7 +259,7 @@ function Client:attempts(op, body)
       local wait = policy.limiter:acquire()
       if wait > 0 then sleep(wait) end
     end
-    local req, err = self:build_request(op, body)
+    local req, err = self:build_request(op, body, params)
     if not req then return nil, err, { attempts = attempt } end
     if total then
       local left = total - (now() - started)
@@ -328,7 +373,8 @@ function Client:close()
 end
 
 function Client:__tostring()
-  return format("kinesis.client(%s, %s)", tostring(self.region), self.endpoint.url)
+  return format("kinesis.client(%s, %s)", tostring(self.region),
+    self.endpoint and self.endpoint.url or "endpoint from the rule set")
 end
 
 --- Creates a client. See README "Configuration" for every option.
@@ -336,7 +382,10 @@ function M.new(cfg)
   cfg = cfg or {}
   if type(cfg) ~= "table" then error("kinesis.new expects a table", 2) end
   local region = resolve_region(cfg)
-  local url = cfg.endpoint or env_nonempty("AWS_ENDPOINT_URL_KINESIS") or env_nonempty("AWS_ENDPOINT_URL")
+  local url = cfg.endpoint
+  if not url and not env_truthy("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") then
+    url = env_nonempty("AWS_ENDPOINT_URL_KINESIS") or env_nonempty("AWS_ENDPOINT_URL")
+  end
   if not region then
     if not url then
       return nil, errors.new { kind = "validation", code = "ConfigError",
@@ -344,10 +393,17 @@ function M.new(cfg)
     end
     region = "us-east-1"
   end
-  url = url or default_endpoint(region)
-  local ep, perr = parse_endpoint(url)
-  if not ep then
-    return nil, errors.new { kind = "validation", code = "ConfigError", message = perr }
+  local use_fips, use_dualstack = cfg.use_fips, cfg.use_dualstack
+  if use_fips == nil then use_fips = env_truthy("AWS_USE_FIPS_ENDPOINT") end
+  if use_dualstack == nil then use_dualstack = env_truthy("AWS_USE_DUALSTACK_ENDPOINT") end
+  local ep
+  if url and not use_fips and not use_dualstack then
+    -- a configured endpoint is used as it is, for every operation
+    local perr
+    ep, perr = parse_endpoint(url)
+    if not ep then
+      return nil, errors.new { kind = "validation", code = "ConfigError", message = perr }
+    end
   end
   local timeouts = cfg.timeout or {}
   if type(timeouts) ~= "table" then
@@ -360,6 +416,12 @@ function M.new(cfg)
   local self = setmetatable({
     config = cfg, region = region, endpoint = ep, signer = core.signer(), clock = cfg.clock,
     clock_offset = 0, retry = policy, timeouts = timeouts,
+    endpoint_config = {
+      region = region, use_fips = use_fips, use_dualstack = use_dualstack, endpoint = url,
+      account_id = cfg.account_id,
+      account_id_endpoint_mode = cfg.account_id_endpoint_mode or env_nonempty("AWS_ACCOUNT_ID_ENDPOINT_MODE"),
+    },
+    endpoint_cache = {}, endpoint_cache_size = 0,
   }, Client)
   return self
 end
