@@ -75,6 +75,7 @@ gen:
 	mv lua/kinesis/endpoint_rules.lua.tmp lua/kinesis/endpoint_rules.lua
 
 gen-check:
+	@mkdir -p $(OUT)
 	@lua5.4 tools/gen_model.lua $(SHARED)/aws-model > $(OUT)/model.lua.check
 	@cmp -s $(OUT)/model.lua.check lua/kinesis/model.lua || \
 	  { echo "lua/kinesis/model.lua is out of date: run 'make gen'"; diff -u lua/kinesis/model.lua $(OUT)/model.lua.check | head -40; exit 1; }
@@ -85,3 +86,6 @@ gen-check:
 
 clean:
 	rm -rf build
+
+# hardening targets (make check, make fuzz) live in mk/
+-include mk/*.mk
