@@ -11,5 +11,6 @@ int kn_open_sigv4(lua_State *L);
 int kn_open_hash(lua_State *L);
 int kn_open_eventstream(lua_State *L);
 int kn_open_time(lua_State *L);
+int kn_open_kpl(lua_State *L);
 
 #endif
