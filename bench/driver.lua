@@ -1,0 +1,603 @@
+-- bench/driver.lua - runs every benchmark of bench/ in separate processes,
+-- ROUNDS times, each figure next to its baseline measured in the same round
+-- (client and baseline alternate which goes first from round to round, so
+-- a drift in machine load hits both). Reports medians: value and baseline
+-- are the medians over rounds, ratio is the median of the per-round ratios.
+-- Peak RSS is VmHWM of each process at its end. Started by bench/run.sh,
+-- which owns nginx:
+--
+--   lua5.4 bench/driver.lua WORKDIR PORT_FIXED PORT_LARGE PORT_SLOW
+--
+-- Writes bench/results.json and bench/RESULTS.md (unless BENCH_NO_WRITE).
+-- Never fails on a number: the exit status says only whether it ran.
+
+local cjson = require "cjson"
+
+local WORK, PORT_FIXED, PORT_LARGE, PORT_SLOW = arg[1], arg[2], arg[3], arg[4]
+assert(WORK and PORT_SLOW, "usage: driver.lua WORKDIR PORT_FIXED PORT_LARGE PORT_SLOW")
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
+local LUA = os.getenv("BENCH_LUA") or "lua5.4"
+local FLOOR, SHA_FLOOR = WORK .. "/floor", WORK .. "/sha_floor"
+
+local only = nil
+if (os.getenv("BENCH_ONLY") or "") ~= "" then
+  only = {}
+  for g in os.getenv("BENCH_ONLY"):gmatch("[^,%s]+") do only[g] = true end
+end
+local function enabled(group) return only == nil or only[group] == true end
+
+local format, concat = string.format, table.concat
+
+---------------------------------------------------------------------------
+-- processes
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local failures = {}
+
+--- Runs argv (a list), returns the table printed as its last JSON line, or
+-- nil after recording the failure (the benchmark goes on without it).
+local function run(argv, label)
+  local parts = {}
+  for i, a in ipairs(argv) do parts[i] = sh_quote(a) end
+  local errfile = WORK .. "/stderr.txt"
+  local p = io.popen(concat(parts, " ") .. " 2>" .. sh_quote(errfile), "r")
+  local out = p:read("*a")
+  local ok, _, code = p:close()
+  local last
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^%s*{") then last = line end
+  end
+  local t = last and select(2, pcall(cjson.decode, last))
+  if not ok or type(t) ~= "table" then
+    local msg = format("%s failed (exit %s): %s", label or argv[1], tostring(code),
+      ((read_file(errfile) or "") .. out):gsub("%s+$", ""):sub(-600))
+    failures[#failures + 1] = msg
+    io.stderr:write("bench: ", msg, "\n")
+    return nil
+  end
+  return t
+end
+
+local function lua(script, ...)
+  return run({ LUA, "bench/" .. script, ... }, script .. " " .. concat({ ... }, " "))
+end
+
+---------------------------------------------------------------------------
+-- statistics
+
+local function median(xs)
+  local t = {}
+  for i, x in ipairs(xs) do t[i] = x end
+  if #t == 0 then return nil end
+  table.sort(t)
+  local h = #t // 2
+  if #t % 2 == 1 then return t[h + 1] end
+  return (t[h] + t[h + 1]) / 2
+end
+
+-- samples[key] = list of numbers, one per round
+local samples = {}
+local function add(key, v)
+  if v == nil then return end
+  samples[key] = samples[key] or {}
+  local s = samples[key]
+  s[#s + 1] = v
+end
+local function med(key) return samples[key] and median(samples[key]) end
+
+-- A pair measured in the same round: both values and their ratio.
+local function add_pair(key, value, baseline, ratio_of)
+  if value == nil or baseline == nil then return end
+  add(key .. ".value", value)
+  add(key .. ".baseline", baseline)
+  add(key .. ".ratio", ratio_of(value, baseline))
+end
+
+local function rate_ratio(v, b) return v / b end
+
+---------------------------------------------------------------------------
+-- the rounds
+
+local t_begin = os.time()
+local function loadavg()
+  return (read_file("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)")
+end
+local load_begin = loadavg()
+
+-- the pre-signed requests the floor program sends again and again
+local dumped = {}
+if enabled("put") then
+  dumped.put_record = lua("put.lua", "dump", "put_record", PORT_FIXED, WORK) ~= nil
+end
+if enabled("put_records") then
+  dumped.put_records = lua("put.lua", "dump", "put_records", PORT_LARGE, WORK) ~= nil
+end
+
+local HTTP_SECONDS = "1.0"
+
+local function floor_run(kind, port)
+  local base = WORK .. "/" .. kind
+  return run({ FLOOR, read_file(base .. ".url"), base .. ".headers", base .. ".body", HTTP_SECONDS, "200" },
+    "floor " .. kind)
+end
+
+-- Runs a() and b() in the order the round asks for; returns both results.
+local function both(round, a, b)
+  if round % 2 == 1 then
+    local x = a()
+    return x, b()
+  end
+  local y = b()
+  return a(), y
+end
+
+-- Runs the functions of `fs` in an order that rotates with the round;
+-- returns their results in the order of `fs`.
+local function rotated(round, fs)
+  local res, n = {}, #fs
+  for i = 0, n - 1 do
+    local k = (i + round - 1) % n + 1
+    res[k] = fs[k]()
+  end
+  return table.unpack(res, 1, n)
+end
+
+local function http_pair(round, kind, port)
+  local client, send, floor = rotated(round, {
+    function() return lua("put.lua", "run", kind, port, HTTP_SECONDS) end,
+    function() return lua("put.lua", "send", kind, port, HTTP_SECONDS) end,
+    function() return floor_run(kind, port) end,
+  })
+  if client and floor then
+    add_pair(kind, client.rate, floor.rate, rate_ratio)
+    add(kind .. ".rss", client.hwm_kb)
+    add(kind .. ".baseline_rss", floor.hwm_kb)
+    add(kind .. ".connects", client.connects)
+    add(kind .. ".floor_connects", floor.connects)
+    add(kind .. ".cpu_us", client.cpu_us)
+    add(kind .. ".floor_cpu_us", floor.cpu_us)
+    add(kind .. ".floor_response_bytes", floor.bytes_in / floor.calls)
+    add(kind .. ".floor_request_bytes", floor.body_bytes)
+  end
+  if send and floor then
+    add_pair(kind .. "_send", send.rate, floor.rate, rate_ratio)
+    add(kind .. "_send.rss", send.hwm_kb)
+    add(kind .. "_send.baseline_rss", floor.hwm_kb)
+    add(kind .. "_send.cpu_us", send.cpu_us)
+  end
+end
+
+local sub_memory_line
+local t0 = os.clock()
+for round = 1, ROUNDS do
+  io.stderr:write(format("bench: round %d of %d\n", round, ROUNDS))
+  if dumped.put_record then http_pair(round, "put_record", PORT_FIXED) end
+  if dumped.put_records then http_pair(round, "put_records", PORT_LARGE) end
+
+  if enabled("decode") then
+    local d = lua("decode.lua", "5")
+    if d then
+      add("decode.value", d.codec_ms)
+      add("decode.baseline", d.cjson_ms)
+      add("decode.ratio", d.ratio)
+      add("decode.walk_ms", d.walk_ms)
+      add("decode.b64_ms", d.b64_ms)
+      add("decode.rss", d.hwm_kb)
+      samples.decode_body_bytes = { d.body_bytes }
+    end
+  end
+
+  if enabled("sign") then
+    for _, size in ipairs { 100, 1048576 } do
+      local key = "sign_" .. size
+      local s, f = both(round,
+        function() return lua("sign.lua", tostring(size), "0.3") end,
+        function() return run({ SHA_FLOOR, tostring(size), "0.3" }, "sha_floor " .. size) end)
+      if s and f then
+        add_pair(key, s.rate, f.rate, rate_ratio)
+        add(key .. ".rss", s.hwm_kb)
+        add(key .. ".baseline_rss", f.hwm_kb)
+      end
+    end
+  end
+
+  if enabled("concurrency") then
+    -- the order of the three rotates with the round
+    local counts = { 1, 8, 64 }
+    local results = {}
+    for i = 0, 2 do
+      local n = counts[(i + round - 1) % 3 + 1]
+      results[n] = lua("concurrency.lua", tostring(n), PORT_SLOW, "1.0", "0.3")
+    end
+    for _, n in ipairs(counts) do
+      local r = results[n]
+      if r and results[1] then
+        add_pair("tasks_" .. n, r.rate, results[1].rate, rate_ratio)
+        add("tasks_" .. n .. ".rss", r.hwm_kb)
+        add("tasks_" .. n .. ".errors", r.errors)
+        if r.errors > 0 then
+          failures[#failures + 1] = format("concurrency %d tasks: %d failed calls, first: %s", n, r.errors,
+            tostring(r.first_error))
+        end
+      end
+    end
+  end
+
+  if enabled("hashing") then
+    local h = lua("hashing.lua", "0.25")
+    if h then
+      add("hash_key.value", h.hash_key_rate)
+      add("lookup.value", h.lookup_rate)
+      add("lookup_hash.value", h.lookup_hash_rate)
+      add("hashing.rss", h.hwm_kb)
+    end
+  end
+
+  if enabled("eventstream") then
+    local e = lua("eventstream.lua", "3")
+    if e then
+      add("es_framing.value", e.framing_mb_s)
+      add("es_full.value", e.full_mb_s)
+      add("eventstream.rss", e.hwm_kb)
+      samples.es_stream_bytes = { e.stream_bytes }
+    end
+  end
+end
+
+-- profiling: once, after the rounds
+local profile = {}
+if enabled("profile") then
+  if dumped.put_record then profile.put_record = lua("put.lua", "profile", "put_record", PORT_FIXED, "0.4") end
+  if dumped.put_records then profile.put_records = lua("put.lua", "profile", "put_records", PORT_LARGE, "0.4") end
+  profile.decode_walk = lua("profile_decode.lua", "7")
+  profile.records = lua("profile_records.lua", "0.25")
+  profile.openssl = run({ SHA_FLOOR, "100", "0.3", "profile" }, "sha_floor profile")
+end
+
+-- bench/subscribe_memory.lua belongs to another engineer; run it when present
+if enabled("extra") and read_file("bench/subscribe_memory.lua") then
+  local errfile = WORK .. "/stderr.txt"
+  local p = io.popen("timeout 90 " .. LUA .. " bench/subscribe_memory.lua 2>" .. sh_quote(errfile), "r")
+  local out = p:read("*a")
+  local ok = p:close()
+  for line in out:gmatch("[^\n]+") do
+    if line:match("%S") then sub_memory_line = line end
+  end
+  if not ok then
+    sub_memory_line = "failed: " .. ((sub_memory_line or "") .. " " .. (read_file(errfile) or "")):gsub("%s+", " "):sub(1, 300)
+  end
+end
+local load_end = loadavg()
+
+---------------------------------------------------------------------------
+-- the table
+
+local function si(x, unit)
+  if x == nil then return "n/a" end
+  if x >= 1e6 then return format("%.2f M%s", x / 1e6, unit) end
+  if x >= 1e4 then return format("%.1f k%s", x / 1e3, unit) end
+  if x >= 100 then return format("%.0f %s", x, unit) end
+  return format("%.3g %s", x, unit)
+end
+local function mib(kb) return kb and format("%.1f", kb / 1024) or "n/a" end
+local function rss(key)
+  local a, b = med(key .. ".rss"), med(key .. ".baseline_rss")
+  if a and b then return mib(a) .. " / " .. mib(b) end
+  return mib(a)
+end
+local function yesno(ok) if ok == nil then return "n/a" end return ok and "yes" or "NO" end
+local function ratio_text(r, fmt)
+  if r == nil or r ~= r or r == math.huge then return "n/a" end
+  return format(fmt or "%.2f", r)
+end
+
+local rows = {}
+local function row(t) rows[#rows + 1] = t end
+
+if samples["put_record.value"] then
+  local r = med("put_record.ratio")
+  row { id = "put_record", measurement = "PutRecord, sequential, keep-alive, end to end",
+        value = si(med("put_record.value"), "calls/s"), baseline = si(med("put_record.baseline"), "calls/s") .. " (floor.c)",
+        ratio = ratio_text(r), goal = ">= 0.8", met = yesno(r >= 0.8), rss = rss("put_record"),
+        raw = { value = med("put_record.value"), baseline = med("put_record.baseline"), ratio = r, unit = "calls/s" } }
+end
+if samples["put_record_send.value"] then
+  local r = med("put_record_send.ratio")
+  row { id = "put_record_send", measurement = "PutRecord, transport:send only (pre-signed)",
+        value = si(med("put_record_send.value"), "calls/s"), baseline = si(med("put_record_send.baseline"), "calls/s") .. " (floor.c)",
+        ratio = ratio_text(r), goal = "-", met = "-", rss = rss("put_record_send"),
+        raw = { value = med("put_record_send.value"), baseline = med("put_record_send.baseline"), ratio = r, unit = "calls/s" } }
+end
+if samples["put_records.value"] then
+  local r = med("put_records.ratio")
+  row { id = "put_records", measurement = "PutRecords 500 x 100 B, end to end",
+        value = si(med("put_records.value"), "calls/s"), baseline = si(med("put_records.baseline"), "calls/s") .. " (floor.c)",
+        ratio = ratio_text(r), goal = ">= 0.8", met = yesno(r >= 0.8), rss = rss("put_records"),
+        raw = { value = med("put_records.value"), baseline = med("put_records.baseline"), ratio = r, unit = "calls/s",
+                records_per_s = med("put_records.value") * 500 } }
+end
+if samples["put_records_send.value"] then
+  local r = med("put_records_send.ratio")
+  row { id = "put_records_send", measurement = "PutRecords, transport:send only (pre-signed)",
+        value = si(med("put_records_send.value"), "calls/s"), baseline = si(med("put_records_send.baseline"), "calls/s") .. " (floor.c)",
+        ratio = ratio_text(r), goal = "-", met = "-", rss = rss("put_records_send"),
+        raw = { value = med("put_records_send.value"), baseline = med("put_records_send.baseline"), ratio = r, unit = "calls/s" } }
+end
+if samples["decode.value"] then
+  local r = med("decode.ratio")
+  row { id = "decode_get_records", measurement = "decode GetRecords, 10,000 records",
+        value = format("%.2f ms", med("decode.value")), baseline = format("%.2f ms (cjson.decode)", med("decode.baseline")),
+        ratio = ratio_text(r), goal = "<= 1.5", met = yesno(r <= 1.5), rss = rss("decode"),
+        raw = { value = med("decode.value"), baseline = med("decode.baseline"), ratio = r, unit = "ms",
+                walk_ms = med("decode.walk_ms"), b64_ms = med("decode.b64_ms") } }
+end
+for _, size in ipairs { 100, 1048576 } do
+  local key = "sign_" .. size
+  if samples[key .. ".value"] then
+    local r = med(key .. ".ratio")
+    row { id = key, measurement = size == 100 and "SigV4 signatures, 100 B payload" or "SigV4 signatures, 1 MiB payload",
+          value = si(med(key .. ".value"), "sig/s"), baseline = si(med(key .. ".baseline"), "hash/s") .. " (SHA-256)",
+          ratio = ratio_text(r), goal = "report", met = "-", rss = rss(key),
+          raw = { value = med(key .. ".value"), baseline = med(key .. ".baseline"), ratio = r, unit = "signatures/s" } }
+  end
+end
+for _, n in ipairs { 1, 8, 64 } do
+  local key = "tasks_" .. n
+  if samples[key .. ".value"] then
+    local r = med(key .. ".ratio")
+    local goal, met = "-", "-"
+    if n == 64 then goal, met = ">= 40", yesno(r >= 40) end
+    row { id = key, measurement = format("kinesis.run, %d task%s, 20 ms stub", n, n > 1 and "s" or ""),
+          value = si(med(key .. ".value"), "calls/s"), baseline = si(med(key .. ".baseline"), "calls/s") .. " (1 task)",
+          ratio = ratio_text(r, "%.1f"), goal = goal, met = met, rss = rss(key),
+          raw = { value = med(key .. ".value"), baseline = med(key .. ".baseline"), ratio = r, unit = "calls/s",
+                  errors = med(key .. ".errors") } }
+  end
+end
+if samples["hash_key.value"] then
+  row { id = "hash_key", measurement = "partition keys hashed (kinesis.hash_key)",
+        value = si(med("hash_key.value"), "/s"), baseline = "-", ratio = "-", goal = "report", met = "-",
+        rss = rss("hashing"), raw = { value = med("hash_key.value"), unit = "keys/s" } }
+  row { id = "lookup", measurement = "map:lookup(partition key), 1,000 shards",
+        value = si(med("lookup.value"), "/s"), baseline = "-", ratio = "-", goal = "report", met = "-",
+        rss = rss("hashing"), raw = { value = med("lookup.value"), unit = "lookups/s" } }
+  row { id = "lookup_hash", measurement = "map:lookup_hash(hash key), 1,000 shards",
+        value = si(med("lookup_hash.value"), "/s"), baseline = "-", ratio = "-", goal = "report", met = "-",
+        rss = rss("hashing"), raw = { value = med("lookup_hash.value"), unit = "lookups/s" } }
+end
+if samples["es_framing.value"] then
+  row { id = "es_framing", measurement = "event-stream decode, framing only",
+        value = format("%.0f MB/s", med("es_framing.value")), baseline = "-", ratio = "-", goal = "report", met = "-",
+        rss = rss("eventstream"), raw = { value = med("es_framing.value"), unit = "MB/s" } }
+  row { id = "es_full", measurement = "event-stream decode + JSON + records",
+        value = format("%.0f MB/s", med("es_full.value")), baseline = "-", ratio = "-", goal = "report", met = "-",
+        rss = rss("eventstream"), raw = { value = med("es_full.value"), unit = "MB/s" } }
+end
+if sub_memory_line then
+  row { id = "subscribe_memory", measurement = "subscribe_memory.lua", value = sub_memory_line,
+        baseline = "-", ratio = "-", goal = "report", met = "-", rss = "-", raw = { line = sub_memory_line } }
+end
+
+local COLS = {
+  { "measurement", "measurement" }, { "value", "value" }, { "baseline", "baseline" },
+  { "ratio", "ratio" }, { "goal", "goal" }, { "met", "met?" }, { "rss", "peak RSS MiB" },
+}
+
+local function text_table()
+  local width = {}
+  for i, c in ipairs(COLS) do
+    width[i] = #c[2]
+    for _, r in ipairs(rows) do
+      if c[1] ~= "value" or r.id ~= "subscribe_memory" then width[i] = math.max(width[i], #r[c[1]]) end
+    end
+  end
+  local lines = {}
+  local function line(cells)
+    local t = {}
+    for i, s in ipairs(cells) do t[i] = s .. string.rep(" ", width[i] - #s) end
+    lines[#lines + 1] = concat(t, "  "):gsub("%s+$", "")
+  end
+  local head = {}
+  for i, c in ipairs(COLS) do head[i] = c[2] end
+  line(head)
+  local rule = {}
+  for i in ipairs(COLS) do rule[i] = string.rep("-", width[i]) end
+  line(rule)
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(COLS) do cells[i] = r[c[1]] end
+    line(cells)
+  end
+  return concat(lines, "\n")
+end
+
+local function md_table()
+  local lines = {}
+  local head, rule = {}, {}
+  for i, c in ipairs(COLS) do head[i], rule[i] = c[2], (i == 1 and "---" or "---:") end
+  rule[5], rule[6] = ":---:", ":---:"
+  lines[1] = "| " .. concat(head, " | ") .. " |"
+  lines[2] = "|" .. concat(rule, "|") .. "|"
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(COLS) do cells[i] = (r[c[1]]:gsub("|", "\\|"):gsub(">=", "≥"):gsub("<=", "≤")) end
+    lines[#lines + 1] = "| " .. concat(cells, " | ") .. " |"
+  end
+  return concat(lines, "\n")
+end
+
+---------------------------------------------------------------------------
+-- profile notes (numbers from this run)
+
+local function profile_lines()
+  local out = {}
+  for _, kind in ipairs { "put_record", "put_records" } do
+    local p = profile[kind]
+    if p then
+      local parts = {}
+      for _, s in ipairs(p.stages) do
+        parts[#parts + 1] = format("%s %.1f µs (%.0f%%)", s.name, s.us, 100 * s.us / p.sum_us)
+      end
+      out[#out + 1] = format("- %s, per call, each stage timed alone: %s; sum %.1f µs, end to end %.1f µs "
+        .. "(request body %d B, response %d B).", kind, concat(parts, ", "), p.sum_us, p.end_to_end_us,
+        p.body_bytes, p.response_bytes)
+    end
+  end
+  for _, kind in ipairs { "put_record", "put_records" } do
+    if samples[kind .. ".cpu_us"] and samples[kind .. "_send.cpu_us"] then
+      out[#out + 1] = format("- %s, CPU time per call of the calling process (user + system, medians): "
+        .. "end to end %.1f µs, transport:send of the pre-signed request %.1f µs, floor.c %.1f µs; wall time "
+        .. "per call: end to end %.1f µs, floor %.1f µs.", kind, med(kind .. ".cpu_us"), med(kind .. "_send.cpu_us"),
+        med(kind .. ".floor_cpu_us"), 1e6 / med(kind .. ".value"), 1e6 / med(kind .. ".baseline"))
+    end
+  end
+  local rp = profile.records
+  if rp then
+    local parts = {}
+    for _, piece in ipairs(rp.pieces) do
+      parts[#parts + 1] = format("%s %.1f µs", piece.name:gsub("^%s+", "— "), piece.us)
+    end
+    out[#out + 1] = "- PutRecords pieces, per call of 500 records (bench/profile_records.lua): " .. concat(parts, "; ") .. "."
+  end
+  if samples["decode.walk_ms"] then
+    out[#out + 1] = format("- GetRecords decode: cjson.decode %.2f ms, shape walk (kinesis.codec dec) %.2f ms, "
+      .. "of which base64 decoding in C %.2f ms.", med("decode.baseline"), med("decode.walk_ms"), med("decode.b64_ms"))
+  end
+  local w = profile.decode_walk
+  if w then
+    local function total(ms) return format("%.2f ms = %.2f x cjson", w.cjson_ms + ms, (w.cjson_ms + ms) / w.cjson_ms) end
+    out[#out + 1] = format("- The shape walk alone, on the same parsed body (bench/profile_decode.lua): kinesis.codec "
+      .. "%.2f ms (%s); one closure per shape, string members skipped %.2f ms (%s); plus blob/integer/timestamp "
+      .. "members converted inside the structure loop %.2f ms (%s); plus members read by name instead of pairs() "
+      .. "%.2f ms (%s).", w.codec_walk_ms, total(w.codec_walk_ms), w.compiled_walk_ms, total(w.compiled_walk_ms),
+      w.inline_walk_ms, total(w.inline_walk_ms), w.direct_walk_ms, total(w.direct_walk_ms))
+  end
+  local o = profile.openssl
+  if o then
+    out[#out + 1] = format("- OpenSSL, 100 B: EVP_Digest(EVP_sha256()) %s/s, with a pre-fetched EVP_MD %s/s; "
+      .. "HMAC-SHA256 of 200 B through EVP_Q_mac %s/s, through a reused EVP_MAC_CTX %s/s.",
+      si(o.rate, ""), si(o.sha256_prefetched_rate, ""), si(o.hmac200_q_mac_rate, ""), si(o.hmac200_ctx_rate, ""))
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- output
+
+local function sh_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  local s = p and p:read("*a") or ""
+  if p then p:close() end
+  return (s:gsub("%s+$", ""))
+end
+
+local cpuinfo = read_file("/proc/cpuinfo") or ""
+local machine = {
+  nproc = tonumber(sh_line("nproc")),
+  cpu = cpuinfo:match("model name%s*:%s*([^\n]+)") or "unknown",
+  kernel = sh_line("uname -sr"),
+  date = os.date("!%Y-%m-%dT%H:%M:%SZ", t_begin),
+  lua = sh_line(LUA .. " -v"),
+  libcurl = sh_line("curl-config --version"),
+  openssl = sh_line("openssl version"),
+  nginx = sh_line("/usr/sbin/nginx -v 2>&1"),
+  loadavg_begin = load_begin, loadavg_end = load_end,
+}
+
+local tbl = text_table()
+local notes = profile_lines()
+print("")
+print(format("lua-kinesis benchmarks: %d rounds, medians; %s, %s CPUs, load %s -> %s",
+  ROUNDS, machine.cpu, tostring(machine.nproc), tostring(load_begin), tostring(load_end)))
+print("")
+print(tbl)
+if #notes > 0 then
+  print("")
+  print("profile:")
+  for _, l in ipairs(notes) do print(l) end
+end
+for _, f in ipairs(failures) do print("FAILED: " .. f) end
+io.stderr:write(format("bench: %.0f s wall\n", os.time() - t_begin))
+
+-- JSON with sorted keys, so successive results.json diff cleanly
+local function encode(v, indent)
+  indent = indent or ""
+  local t = type(v)
+  if t == "table" then
+    local inner = indent .. "  "
+    if #v > 0 or next(v) == nil then
+      local items = {}
+      for i, x in ipairs(v) do items[i] = inner .. encode(x, inner) end
+      if #items == 0 then return "[]" end
+      return "[\n" .. concat(items, ",\n") .. "\n" .. indent .. "]"
+    end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    local items = {}
+    for i, k in ipairs(keys) do items[i] = inner .. cjson.encode(k) .. ": " .. encode(v[k], inner) end
+    return "{\n" .. concat(items, ",\n") .. "\n" .. indent .. "}"
+  elseif t == "number" then
+    if math.type(v) == "integer" then return tostring(v) end
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    return format("%.6g", v)
+  end
+  return cjson.encode(v)
+end
+
+if os.getenv("BENCH_NO_WRITE") ~= "1" then
+  local results = { machine = machine, rounds = ROUNDS, rows = {}, samples = samples, profile = profile,
+                    failures = failures }
+  for i, r in ipairs(rows) do
+    results.rows[i] = { id = r.id, measurement = r.measurement, goal = r.goal, met = r.met,
+                        peak_rss_mib = r.rss, median = r.raw }
+  end
+  local f = assert(io.open("bench/results.json.tmp", "wb"))
+  f:write(encode(results), "\n")
+  f:close()
+  assert(os.rename("bench/results.json.tmp", "bench/results.json"))
+
+  local md = {
+    "# lua-kinesis benchmark results",
+    "",
+    "Produced by `make bench` (bench/run.sh); copy the table, not the numbers in prose.",
+    format("Machine: %s, %s CPUs (nproc), %s; %s; %s; %s; %s.", machine.cpu, tostring(machine.nproc),
+      machine.kernel, machine.lua, machine.libcurl, machine.openssl, machine.nginx),
+    format("Date: %s. Load average %s at the start, %s at the end (other work shared the machine).",
+      machine.date, tostring(load_begin), tostring(load_end)),
+    "",
+    format("Every figure is the median of %d rounds; its baseline was measured in the same round, "
+      .. "and the ratio is the median of the per-round ratios. Peak RSS is VmHWM of the benchmark "
+      .. "process (client / baseline). The servers are a private nginx on loopback.", ROUNDS),
+    "",
+    md_table(),
+    "",
+  }
+  if #notes > 0 then
+    md[#md + 1] = "Where the time goes (same run):"
+    md[#md + 1] = ""
+    for _, l in ipairs(notes) do md[#md + 1] = l end
+    md[#md + 1] = ""
+  end
+  if #failures > 0 then
+    md[#md + 1] = "Failed during this run:"
+    md[#md + 1] = ""
+    for _, f in ipairs(failures) do md[#md + 1] = "- " .. f:gsub("\n", " ") end
+    md[#md + 1] = ""
+  end
+  f = assert(io.open("bench/RESULTS.md", "wb"))
+  f:write(concat(md, "\n"))
+  f:close()
+end
+os.exit(0)

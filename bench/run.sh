@@ -1,0 +1,161 @@
+#!/bin/sh
+# bench/run.sh - `make bench`: builds the C baselines (bench/floor.c,
+# bench/sha_floor.c), starts a private nginx on free loopback ports (fixed
+# responses, plus Lua handlers for the 500-entry PutRecords answer and the
+# 20 ms latency stub), runs bench/driver.lua and stops nginx on any exit.
+# Results: the printed table, bench/results.json and bench/RESULTS.md.
+# A tool, not a test: the exit status reflects only whether it could run.
+#   BENCH_ROUNDS=n   rounds per measurement (default 5; medians are taken)
+#   BENCH_ONLY=a,b   only these groups (put, put_records, decode, sign,
+#                    concurrency, hashing, eventstream, profile, extra)
+#   BENCH_NO_WRITE=1 print the table only, leave results.json/RESULTS.md alone
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+LUA=${BENCH_LUA:-lua5.4}
+NGINX=${NGINX:-/usr/sbin/nginx}
+NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
+export LUA_PATH="$ROOT/bench/?.lua;$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
+export LUA_CPATH="$ROOT/build/5.4/?.so;;"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kinesis-bench.XXXXXX") || exit 1
+NG="$WORK/nginx"
+
+stop_nginx() {
+  if [ -s "$NG/nginx.pid" ]; then
+    pid=$(cat "$NG/nginx.pid")
+    kill "$pid" 2>/dev/null
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  fi
+}
+cleanup() {
+  stop_nginx
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# --- C baselines -----------------------------------------------------------
+CURL_FLAGS=$(pkg-config --cflags --libs libcurl 2>/dev/null || echo -lcurl)
+SSL_FLAGS=$(pkg-config --cflags --libs libcrypto 2>/dev/null || echo -lcrypto)
+${CC:-cc} -O2 -Wall -o "$WORK/floor" bench/floor.c $CURL_FLAGS || die "cannot build bench/floor.c"
+${CC:-cc} -O2 -Wall -o "$WORK/sha_floor" bench/sha_floor.c $SSL_FLAGS || die "cannot build bench/sha_floor.c"
+
+# --- fixed response bodies -------------------------------------------------
+mkdir -p "$NG" || exit 1
+$LUA -e '
+  local t = {}
+  for i = 1, 500 do
+    t[i] = string.format("{\"SequenceNumber\":\"49651508112370573233364539185419153282036493%013d\",\"ShardId\":\"shardId-%012d\"}", i, i % 4)
+  end
+  io.write("{\"FailedRecordCount\":0,\"Records\":[", table.concat(t, ","), "]}")
+' > "$NG/put_records_response.json" || die "cannot write the PutRecords response"
+
+# --- nginx on free loopback ports ------------------------------------------
+free_ports() {
+  $LUA -e '
+    local socket = require "socket"
+    local socks, ports = {}, {}
+    for i = 1, 3 do
+      local s = assert(socket.bind("127.0.0.1", 0))
+      local _, port = s:getsockname()
+      socks[i], ports[i] = s, port
+    end
+    for _, s in ipairs(socks) do s:close() end
+    print(table.concat(ports, " "))'
+}
+
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"   # workers must read $WORK
+
+start_nginx() {
+  set -- $(free_ports)
+  [ $# -eq 3 ] || return 1
+  PORT_FIXED=$1 PORT_LARGE=$2 PORT_SLOW=$3
+  cat > "$NG/nginx.conf" <<EOF
+worker_processes 1;
+pid $NG/nginx.pid;
+error_log $NG/error.log warn;
+$USER_LINE
+load_module $NGINX_MODULES/ndk_http_module.so;
+load_module $NGINX_MODULES/ngx_http_lua_module.so;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $NG/body;
+  proxy_temp_path $NG/proxy;
+  fastcgi_temp_path $NG/fastcgi;
+  uwsgi_temp_path $NG/uwsgi;
+  scgi_temp_path $NG/scgi;
+  client_max_body_size 16m;
+  client_body_buffer_size 1m;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  default_type application/x-amz-json-1.1;
+  init_by_lua_block {
+    local f = assert(io.open("$NG/put_records_response.json", "rb"))
+    package.loaded.bench_bodies = {
+      put_records = f:read("*a"),
+      put_record = '{"SequenceNumber":"49651508112370573233364539185419153282036493009227382786","ShardId":"shardId-000000000000"}',
+    }
+    f:close()
+  }
+  # PutRecord: a fixed answer, no Lua
+  server {
+    listen 127.0.0.1:$PORT_FIXED;
+    location / {
+      add_header x-amzn-RequestId 3d8e2f6a-0c4b-4f1e-9a57-bench00000001;
+      return 200 '{"SequenceNumber":"49651508112370573233364539185419153282036493009227382786","ShardId":"shardId-000000000000"}';
+    }
+  }
+  # PutRecords: the 500-entry answer (too long for a config string)
+  server {
+    listen 127.0.0.1:$PORT_LARGE;
+    location / {
+      content_by_lua_block {
+        ngx.req.discard_body()
+        local body = package.loaded.bench_bodies.put_records
+        ngx.header["Content-Type"] = "application/x-amz-json-1.1"
+        ngx.header["Content-Length"] = #body
+        ngx.header["x-amzn-RequestId"] = "3d8e2f6a-0c4b-4f1e-9a57-bench00000002"
+        ngx.print(body)
+      }
+    }
+  }
+  # the latency stub: every answer 20 ms late
+  server {
+    listen 127.0.0.1:$PORT_SLOW;
+    location / {
+      content_by_lua_block {
+        ngx.req.discard_body()
+        ngx.sleep(0.02)
+        local body = package.loaded.bench_bodies.put_record
+        ngx.header["Content-Type"] = "application/x-amz-json-1.1"
+        ngx.header["Content-Length"] = #body
+        ngx.header["x-amzn-RequestId"] = "3d8e2f6a-0c4b-4f1e-9a57-bench00000003"
+        ngx.print(body)
+      }
+    }
+  }
+}
+EOF
+  "$NGINX" -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>>"$NG/start.log"
+}
+
+[ -x "$NGINX" ] || die "nginx not found at $NGINX (Debian: apt-get install nginx libnginx-mod-http-lua)"
+tries=0
+until start_nginx; do
+  tries=$((tries + 1))
+  [ $tries -ge 5 ] && { cat "$NG/start.log" "$NG/error.log" >&2 2>/dev/null; die "nginx did not start"; }
+  stop_nginx
+done
+
+$LUA bench/driver.lua "$WORK" "$PORT_FIXED" "$PORT_LARGE" "$PORT_SLOW"
+status=$?
+if [ $status -ne 0 ]; then
+  echo "bench: the driver failed (status $status); nginx log:" >&2
+  tail -n 20 "$NG/error.log" >&2
+fi
+exit $status
