@@ -10,6 +10,7 @@ local validate = require "kinesis.validate"
 local errors = require "kinesis.errors"
 local core = require "kinesis.core"
 local retry = require "kinesis.retry"
+local credentials = require "kinesis.credentials"
 
 local format, type, tostring, pairs, setmetatable = string.format, type, tostring, pairs, setmetatable
 local floor, abs = math.floor, math.abs
@@ -109,33 +110,10 @@ function Client:endpoint_for(op, params)
   return ep
 end
 
--- credentials: an explicit table, a provider function, or the environment
-local function static_credentials(t)
-  if type(t.access_key_id) ~= "string" or t.access_key_id == ""
-     or type(t.secret_access_key) ~= "string" or t.secret_access_key == "" then
-    return nil, "credentials need access_key_id and secret_access_key"
-  end
-  return t
-end
-
-local function env_credentials()
-  local id, secret = env_nonempty("AWS_ACCESS_KEY_ID"), env_nonempty("AWS_SECRET_ACCESS_KEY")
-  if not id or not secret then
-    return nil, "environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
-  end
-  return { access_key_id = id, secret_access_key = secret, session_token = env_nonempty("AWS_SESSION_TOKEN") }
-end
-
+--- The current credentials from the provider chain (kinesis.credentials):
+-- explicit, environment, web identity, profiles, container, IMDSv2.
 function Client:credentials()
-  local src = self.config.credentials
-  if type(src) == "table" then return static_credentials(src) end
-  if type(src) == "function" then
-    local ok, c, err = pcall(src)
-    if not ok then return nil, "credential provider raised: " .. tostring(c) end
-    if not c then return nil, "credential provider: " .. tostring(err) end
-    return static_credentials(c)
-  end
-  return env_credentials()
+  return self.credential_provider:get()
 end
 
 function Client:transport()
@@ -174,9 +152,13 @@ function Client:build_request(op, body, params)
   if not ep then
     return nil, errors.new { kind = "validation", code = "EndpointError", message = tostring(eerr), op = op.name }
   end
-  local creds, cerr = self:credentials()
+  local creds, cerr = self.credential_provider:get()
   if not creds then
-    return nil, errors.new { kind = "validation", code = "CredentialsError", message = cerr, op = op.name }
+    if type(cerr) == "table" then
+      cerr.op = op.name
+      return nil, cerr
+    end
+    return nil, errors.new { kind = "validation", code = "CredentialsError", message = tostring(cerr), op = op.name }
   end
   local headers = {
     { "Host", ep.host_header },
@@ -370,6 +352,7 @@ end
 function Client:close()
   if self._transport and self._transport.close then self._transport:close() end
   self._transport = nil
+  self.credential_provider:close()
 end
 
 function Client:__tostring()
@@ -377,11 +360,21 @@ function Client:__tostring()
     self.endpoint and self.endpoint.url or "endpoint from the rule set")
 end
 
+-- The credential providers' HTTP (IMDS, container, STS): cosockets inside
+-- nginx, curl elsewhere.
+local function credential_transport(topts)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.socket) == "table" then
+    return require("kinesis.transport.cosocket").new(topts)
+  end
+  return require("kinesis.transport.curl").new(topts)
+end
+
 --- Creates a client. See README "Configuration" for every option.
 function M.new(cfg)
   cfg = cfg or {}
   if type(cfg) ~= "table" then error("kinesis.new expects a table", 2) end
-  local region = resolve_region(cfg)
+  local region = resolve_region(cfg) or credentials.region_from_profile(cfg.profile)
   local url = cfg.endpoint
   if not url and not env_truthy("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") then
     url = env_nonempty("AWS_ENDPOINT_URL_KINESIS") or env_nonempty("AWS_ENDPOINT_URL")
@@ -423,6 +416,15 @@ function M.new(cfg)
     },
     endpoint_cache = {}, endpoint_cache_size = 0,
   }, Client)
+  local ok, provider = pcall(credentials.chain, {
+    credentials = cfg.credentials, profile = cfg.profile, region = region,
+    imds_v1_fallback = cfg.imds_v1_fallback, verify = cfg.verify, cafile = cfg.cafile,
+    transport_factory = credential_transport,
+  })
+  if not ok then
+    return nil, errors.new { kind = "validation", code = "ConfigError", message = tostring(provider) }
+  end
+  self.credential_provider = provider
   return self
 end
 
