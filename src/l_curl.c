@@ -374,7 +374,35 @@ static int l_multi_new(lua_State *L)
   return 1;
 }
 
-/* m:add(easy, request) -> id | nil, err */
+/* Reads m:add's options table at idx: { stream = bool, buffer = bytes }. */
+static void read_add_options(lua_State *L, int idx, kn_request *req)
+{
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (strcmp(k, "stream") != 0 && strcmp(k, "buffer") != 0)
+      luaL_error(L, "unknown curl multi add option '%s'", k);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, idx, "stream");
+  req->stream = opt_bool(L, -1, "stream", 0);
+  lua_getfield(L, idx, "buffer");
+  if (!lua_isnil(L, -1)) {
+    lua_Number n;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "bad 'buffer' (number of bytes expected, got %s)", type_of(L, -1));
+    n = lua_tonumber(L, -1);
+    if (!(n >= 1 && n <= 1073741824.0))
+      luaL_error(L, "bad 'buffer' (expected 1 to 2^30 bytes)");
+    req->stream_buffer = (size_t)n;
+  }
+  lua_pop(L, 2);
+}
+
+/* m:add(easy, request [, {stream = true, buffer = bytes}]) -> id | nil, err
+ * A stream is read with m:read(id) as it arrives; see l_multi_read. */
 static int l_multi_add(lua_State *L)
 {
   l_multi *m = check_multi(L, 1);
@@ -386,7 +414,9 @@ static int l_multi_add(lua_State *L)
 
   if (kn_transport_busy(e->t))
     return luaL_error(L, "curl handle is busy in a multi");
+  lua_settop(L, 4);                          /* slot 4: the options, or nil */
   body_idx = read_request(L, 3, &req);
+  read_add_options(L, 4, &req);
   id = ++m->next_id;
 
   /* anchor first: the in-flight request keeps the handle and body alive */
@@ -396,6 +426,10 @@ static int l_multi_add(lua_State *L)
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, body_idx);
   lua_rawseti(L, -2, 2);
+  if (req.stream) {
+    lua_pushboolean(L, 0);                   /* a stream; head not read yet */
+    lua_rawseti(L, -2, 3);
+  }
   lua_rawseti(L, -2, (lua_Integer)id);      /* anchors table stays at top */
 
   rc = kn_multi_add(m->m, e->t, &req, id);
@@ -411,8 +445,10 @@ static int l_multi_add(lua_State *L)
   return 1;
 }
 
-/* m:wait([seconds]) -> { {id=, resp=} | {id=, err=}, ... } | nil, err
- * nil seconds: until something completes, or at once if nothing runs. */
+/* m:wait([seconds]) -> { {id=, resp=} | {id=, err=} | {id=, stream=true}, ... } | nil, err
+ * nil seconds: until something completes, or at once if nothing runs.
+ * {id=, stream=true} says a stream has news for m:read (at most one such
+ * event per stream per wait; a stream never yields resp or err here). */
 static int l_multi_wait(lua_State *L)
 {
   l_multi *m = check_multi(L, 1);
@@ -455,6 +491,83 @@ static int l_multi_wait(lua_State *L)
     lua_pushnil(L);
     lua_rawseti(L, anchors, (lua_Integer)id);
   }
+  while (kn_multi_next_ready(m->m, &id) != NULL) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)id);
+    lua_setfield(L, -2, "id");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "stream");
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+/* m:read(id) -> { head = resp, data = bytes, done = true, err = err } | nil
+ * Pulls what a stream has: head (status, headers, http_version,
+ * request_id; no body) once the final header block is in, data = every
+ * byte received since the last read, then done = true or err = {...} once
+ * it ended, after which the stream is released (the handle is idle again)
+ * and later reads return nil, as they do for an id that is not a stream
+ * of m. Fields that have nothing are absent. Reading resumes a transfer
+ * that was paused because its unread bytes reached the buffer bound. */
+static int l_multi_read(lua_State *L)
+{
+  l_multi *m = check_multi(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  l_easy *e;
+  kn_transport_error rc;
+  const char *data;
+  size_t len;
+  int anchors, entry, out;
+
+  lua_settop(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, m->anchors);
+  anchors = lua_gettop(L);
+  lua_rawgeti(L, anchors, id);
+  entry = lua_gettop(L);
+  if (!lua_istable(L, entry)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  /* slot 3 marks a stream: false until its head was handed out, then true */
+  lua_rawgeti(L, entry, 3);
+  lua_rawgeti(L, entry, 1);
+  e = luaL_testudata(L, -1, EASY_MT);
+  if (lua_isnil(L, -2) || e == NULL || e->t == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, 0, 3);
+  out = lua_gettop(L);
+  if (!lua_toboolean(L, entry + 1) && kn_transport_stream_head(e->t)) {
+    push_response(L, e->t);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "body");   /* the body comes as data */
+    lua_setfield(L, out, "head");
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, entry, 3);
+  }
+  data = kn_transport_stream_peek(e->t, &len);
+  if (len > 0) {
+    lua_pushlstring(L, data, len);
+    lua_setfield(L, out, "data");
+    kn_transport_stream_consume(e->t);    /* may resume a paused transfer */
+  }
+  if (kn_transport_stream_ended(e->t, &rc)) {
+    /* an ended transfer delivers nothing more: no byte is left behind */
+    if (rc == KN_TE_OK) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, out, "done");
+    } else {
+      push_error(L, e->t, rc);
+      lua_setfield(L, out, "err");
+    }
+    kn_multi_remove(m->m, e->t);
+    kn_transport_clear(e->t);
+    lua_pushnil(L);
+    lua_rawseti(L, anchors, id);
+  }
+  lua_settop(L, out);
   return 1;
 }
 
@@ -471,7 +584,10 @@ static int l_multi_remove(lua_State *L)
     l_easy *e;
     lua_rawgeti(L, -1, 1);
     e = luaL_testudata(L, -1, EASY_MT);
-    if (e != NULL && e->t != NULL) kn_multi_remove(m->m, e->t);
+    if (e != NULL && e->t != NULL) {
+      kn_multi_remove(m->m, e->t);
+      kn_transport_clear(e->t);             /* a stream's unread bytes */
+    }
     lua_pop(L, 2);
     lua_pushnil(L);
     lua_rawseti(L, -2, id);
@@ -505,6 +621,7 @@ static const luaL_Reg multi_methods[] = {
   { "add", l_multi_add },
   { "wait", l_multi_wait },
   { "remove", l_multi_remove },
+  { "read", l_multi_read },
   { "running", l_multi_running },
   { "close", l_multi_close },
   { NULL, NULL }

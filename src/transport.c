@@ -32,7 +32,9 @@ typedef struct kn_hdr_span {
   size_t name_off, name_len, value_off, value_len;
 } kn_hdr_span;
 
-typedef enum { KN_IDLE = 0, KN_RUNNING, KN_DONE } kn_state;
+/* KN_DONE: completed, waiting in the completion queue; KN_ENDED: a stream
+ * whose transfer completed, kept until its owner reads the end. */
+typedef enum { KN_IDLE = 0, KN_RUNNING, KN_DONE, KN_ENDED } kn_state;
 
 struct kn_transport {
   CURL *easy;
@@ -55,6 +57,14 @@ struct kn_transport {
 
   unsigned long requests, connects;
 
+  /* streaming (kn_request.stream): `body` holds the unread bytes only */
+  int stream;
+  size_t stream_high;            /* pause when this many bytes are unread */
+  int head_ready;                /* final status and headers are in */
+  int paused;                    /* on_body returned CURL_WRITEFUNC_PAUSE */
+  int notified;                  /* queued in the multi's ready list */
+  kn_transport *ready_next;
+
   /* membership of a multi: running or completed-not-yet-fetched */
   kn_multi *multi;
   kn_state state;
@@ -67,6 +77,7 @@ struct kn_multi {
   CURLM *multi;
   kn_transport *members;
   kn_transport *done_head, *done_tail;
+  kn_transport *ready_head, *ready_tail;  /* streams with news */
   size_t running;
 };
 
@@ -171,14 +182,33 @@ static int has_prefix_nocase(const char *s, const char *prefix)
 
 /* ---- curl callbacks (append only) ------------------------------------ */
 
+/* Queues a stream in its multi's ready list, once until popped. */
+static void stream_notify(kn_transport *t)
+{
+  kn_multi *m = t->multi;
+  if (m == NULL || t->notified) return;
+  t->notified = 1;
+  t->ready_next = NULL;
+  if (m->ready_tail != NULL) m->ready_tail->ready_next = t;
+  else m->ready_head = t;
+  m->ready_tail = t;
+}
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
   kn_transport *t = ud;
   size_t n = size * nmemb;
+  if (t->stream && t->body.len >= t->stream_high) {
+    /* backpressure: curl keeps this piece and reads no more from the
+     * socket until kn_transport_stream_consume resumes the transfer */
+    t->paused = 1;
+    return CURL_WRITEFUNC_PAUSE;
+  }
   if (buf_append(&t->body, ptr, n) != 0) {
     t->oom = 1;
     return 0;               /* makes curl fail with CURLE_WRITE_ERROR */
   }
+  if (t->stream && n > 0) stream_notify(t);
   return n;
 }
 
@@ -205,6 +235,21 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
   }
   if (len == 0) {
     curl_off_t cl = -1;
+    if (t->stream) {
+      /* the end of a header block: the final one unless the status is 1xx
+       * (HTTP/2 too: curl ends its synthesised block with an empty line) */
+      long code = 0;
+      if (!t->head_ready
+          && curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK
+          && code >= 200) {
+        t->status = code;
+        if (curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &t->http_version) != CURLE_OK)
+          t->http_version = 0;
+        t->head_ready = 1;
+        stream_notify(t);
+      }
+      return n;
+    }
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
         && cl > 0 && (unsigned long long)cl <= KN_RESERVE_MAX
         && t->body.len == 0 && buf_reserve(&t->body, (size_t)cl) != 0) {
@@ -281,6 +326,8 @@ fail:
 static void clear_response(kn_transport *t)
 {
   t->body.len = 0;
+  t->head_ready = 0;
+  t->paused = 0;
   reset_headers(t);
   t->oom = 0;
   t->status = 0;
@@ -354,7 +401,10 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
   int user_expect = 0;
   long connect_ms = req->connect_timeout_ms >= 0 ? req->connect_timeout_ms
                                                  : t->opts.connect_timeout_ms;
-  long total_ms = req->timeout_ms >= 0 ? req->timeout_ms : t->opts.timeout_ms;
+  /* a stream lasts as long as the server keeps it (SubscribeToShard: 5
+   * minutes); its owner watches for silence instead */
+  long total_ms = req->timeout_ms >= 0 ? req->timeout_ms
+                : req->stream ? 0 : t->opts.timeout_ms;
   const char *body = req->body != NULL ? req->body : "";
   int has_body = req->body_len > 0;
 
@@ -364,6 +414,8 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
   if (t->body.cap > KN_BODY_KEEP) buf_free(&t->body);
   curl_slist_free_all(t->slist);
   t->slist = NULL;
+  t->stream = req->stream != 0;
+  t->stream_high = req->stream_buffer > 0 ? req->stream_buffer : KN_STREAM_BUFFER;
 
   if (req->method == NULL || !is_token(req->method, strlen(req->method)))
     return invalid(t, "invalid HTTP method");
@@ -519,6 +571,8 @@ kn_transport_error kn_transport_perform(kn_transport *t, const kn_request *req)
   kn_transport_error rc;
   if (t->multi != NULL)
     return invalid(t, "transport is running in a multi");
+  if (req->stream)
+    return invalid(t, "a streaming request runs in a multi");
   rc = prepare(t, req);
   if (rc != KN_TE_OK) return rc;
   return finish(t, curl_easy_perform(t->easy));
@@ -603,14 +657,31 @@ static void unlink_done(kn_multi *m, kn_transport *t)
   t->done_next = NULL;
 }
 
+static void unlink_ready(kn_multi *m, kn_transport *t)
+{
+  kn_transport **pp = &m->ready_head, *prev = NULL;
+  if (!t->notified) return;
+  while (*pp != NULL && *pp != t) { prev = *pp; pp = &(*pp)->ready_next; }
+  if (*pp != NULL) {
+    *pp = t->ready_next;
+    if (m->ready_tail == t) m->ready_tail = prev;
+  }
+  t->ready_next = NULL;
+  t->notified = 0;
+}
+
 static void detach(kn_multi *m, kn_transport *t)
 {
   if (t->state == KN_RUNNING) {
+    /* mid-stream this drops the connection (HTTP/1.1) or resets the h2
+     * stream: that is how an abandoned subscription is released */
     curl_multi_remove_handle(m->multi, t->easy);
     m->running--;
   } else if (t->state == KN_DONE) {
     unlink_done(m, t);
   }
+  unlink_ready(m, t);
+  t->paused = 0;
   unlink_member(m, t);
   t->state = KN_IDLE;
   t->multi = NULL;
@@ -667,6 +738,13 @@ static void collect(kn_multi *m)
     finish(t, msg->data.result);
     curl_multi_remove_handle(m->multi, t->easy);
     m->running--;
+    if (t->stream) {
+      /* a response without a header callback's empty line still has one */
+      if (t->result == KN_TE_OK) t->head_ready = 1;
+      t->state = KN_ENDED;
+      stream_notify(t);
+      continue;
+    }
     t->state = KN_DONE;
     t->done_next = NULL;
     if (m->done_tail != NULL) m->done_tail->done_next = t;
@@ -690,7 +768,7 @@ int kn_multi_wait(kn_multi *m, long timeout_ms)
     long long left;
     if (curl_multi_perform(m->multi, &still) != CURLM_OK) return -1;
     collect(m);
-    if (m->done_head != NULL) return 0;
+    if (m->done_head != NULL || m->ready_head != NULL) return 0;
     left = deadline - now_ms();
     if (left <= 0) return 0;
     if (curl_multi_poll(m->multi, NULL, 0, (int)(left > 1000000 ? 1000000 : left), NULL)
@@ -711,6 +789,46 @@ kn_transport *kn_multi_next_done(kn_multi *m, long long *id, kn_transport_error 
   *err = t->result;
   return t;
 }
+
+kn_transport *kn_multi_next_ready(kn_multi *m, long long *id)
+{
+  kn_transport *t = m->ready_head;
+  if (t == NULL) return NULL;
+  m->ready_head = t->ready_next;
+  if (m->ready_head == NULL) m->ready_tail = NULL;
+  t->ready_next = NULL;
+  t->notified = 0;
+  *id = t->id;
+  return t;
+}
+
+int kn_transport_stream_head(const kn_transport *t) { return t->stream && t->head_ready; }
+
+const char *kn_transport_stream_peek(const kn_transport *t, size_t *len)
+{
+  *len = t->body.len;
+  return t->body.data != NULL ? t->body.data : "";
+}
+
+void kn_transport_stream_consume(kn_transport *t)
+{
+  t->body.len = 0;
+  if (t->paused && t->state == KN_RUNNING) {
+    t->paused = 0;
+    /* may call on_body at once with the piece it kept (which may pause
+     * again); the next kn_multi_wait carries on from there */
+    if (curl_easy_pause(t->easy, CURLPAUSE_CONT) != CURLE_OK) t->paused = 1;
+  }
+}
+
+int kn_transport_stream_ended(const kn_transport *t, kn_transport_error *err)
+{
+  if (t->state != KN_ENDED) return 0;
+  *err = t->result;
+  return 1;
+}
+
+int kn_transport_stream_paused(const kn_transport *t) { return t->paused; }
 
 size_t kn_multi_running(const kn_multi *m) { return m->running; }
 

@@ -4,7 +4,10 @@
  * connection (keep-alive). The response of the last request stays in the
  * transport's own buffers until the next request or kn_transport_clear;
  * callers pull it through the accessors below (the C never calls out).
- * A kn_multi drives many transports at once for a coroutine scheduler.
+ * A kn_multi drives many transports at once for a coroutine scheduler, and
+ * runs streaming requests whose body is handed out piece by piece while it
+ * arrives (SubscribeToShard), with backpressure: a transfer pauses while its
+ * unread bytes exceed a bound, so memory stays flat however long it runs.
  * Functions return int status codes and never print, abort or longjmp. */
 #ifndef KN_TRANSPORT_H
 #define KN_TRANSPORT_H
@@ -51,8 +54,14 @@ typedef struct kn_request {
   const char *body;         /* may be NULL when body_len is 0 */
   size_t body_len;
   long connect_timeout_ms;  /* < 0: use the transport's option */
-  long timeout_ms;          /* < 0: use the transport's option */
+  long timeout_ms;          /* < 0: the transport's option (none for a stream) */
+  int stream;               /* multi only: deliver the body as it arrives */
+  size_t stream_buffer;     /* stream: pause while this many bytes wait; 0 = default */
 } kn_request;
+
+/* Unread bytes at which a stream pauses its transfer by default. One curl
+ * write (up to 64 KiB, 16 KiB after a pause) may land on top of it. */
+#define KN_STREAM_BUFFER ((size_t)256 * 1024)
 
 typedef struct kn_transport kn_transport;
 typedef struct kn_multi kn_multi;
@@ -106,14 +115,38 @@ kn_transport_error kn_multi_add(kn_multi *m, kn_transport *t,
 /* Abandons t's running request; no-op when t is not in m. */
 void kn_multi_remove(kn_multi *m, kn_transport *t);
 
-/* Runs transfers, sleeping in curl_multi_poll until at least one completes
- * or timeout_ms passes. Completed transports leave the multi and are
+/* Runs transfers, sleeping in curl_multi_poll until at least one completes,
+ * a stream has news, or timeout_ms passes. Completed transports leave the multi and are
  * fetched with kn_multi_next_done. Returns 0, or -1 on a curl multi error. */
 int kn_multi_wait(kn_multi *m, long timeout_ms);
 /* Pops one completed transport, or NULL. *id is its tag and *err its
  * outcome; its response is read with the kn_transport accessors. */
 kn_transport *kn_multi_next_done(kn_multi *m, long long *id,
                                  kn_transport_error *err);
+/* Streaming requests (kn_request.stream) in a multi. Such a transport does
+ * not go to the completion queue: kn_multi_wait also returns when a stream
+ * has news (its final header block arrived, body bytes came, or it ended)
+ * and kn_multi_next_ready pops it; the stream stays a member of the multi
+ * until it is removed, even once ended, so its owner reads it to the end.
+ * A stream is notified at most once until popped, whatever arrives. */
+kn_transport *kn_multi_next_ready(kn_multi *m, long long *id);
+
+/* 1 once the final status line and header block are in (for a stream that
+ * ended without them, once it ended with a response); status and headers
+ * are then readable through the accessors above. */
+int kn_transport_stream_head(const kn_transport *t);
+/* Body bytes received and not yet consumed; owned by t, valid until the
+ * next call that takes t. */
+const char *kn_transport_stream_peek(const kn_transport *t, size_t *len);
+/* Drops the bytes peek showed and resumes a transfer paused for them (curl
+ * may deliver more at once, so peek again after). */
+void kn_transport_stream_consume(kn_transport *t);
+/* 1 when the stream's transfer has ended, with its outcome in *err (details
+ * through kn_transport_error_message); 0 while it runs. */
+int kn_transport_stream_ended(const kn_transport *t, kn_transport_error *err);
+/* 1 while the transfer is paused because its unread bytes hit the bound. */
+int kn_transport_stream_paused(const kn_transport *t);
+
 /* Number of transports running (added and not yet completed or removed). */
 size_t kn_multi_running(const kn_multi *m);
 /* Interrupts a kn_multi_wait from another thread or a signal handler. */
