@@ -1,7 +1,8 @@
 -- kinesis.scheduler - kinesis.run / spawn / sleep: many requests in flight
 -- from coroutines in one OS thread. Inside run, a transport hands its request
 -- to the shared curl multi handle and the task yields until the response is
--- complete; sleep yields to a timer. When every task waits, the process
+-- complete; a stream reader (SubscribeToShard) yields until its stream has
+-- news or its inactivity timer fires; sleep yields to a timer. When every task waits, the process
 -- sleeps in curl_multi_poll (or nanosleep when only timers are pending).
 -- Outside run the same calls block, so code need not know where it runs.
 
@@ -97,33 +98,56 @@ function M.current_task()
   return co and task_of[co] or nil
 end
 
--- timers: a binary heap of { at, task }
-local function heap_push(h, item)
-  h[#h + 1] = item
-  local i = #h
+-- timers: a binary heap of { at, task [, stream] }; each item knows its
+-- position (pos) so a stream wait that ends early takes its timer out
+local function heap_swap(h, i, j)
+  h[i], h[j] = h[j], h[i]
+  h[i].pos, h[j].pos = i, j
+end
+
+local function heap_up(h, i)
   while i > 1 do
     local p = (i - i % 2) / 2
     if h[p].at <= h[i].at then break end
-    h[p], h[i] = h[i], h[p]
+    heap_swap(h, p, i)
     i = p
+  end
+end
+
+local function heap_down(h, i)
+  local n = #h
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and h[l].at < h[m].at then m = l end
+    if r <= n and h[r].at < h[m].at then m = r end
+    if m == i then break end
+    heap_swap(h, m, i)
+    i = m
+  end
+end
+
+local function heap_push(h, item)
+  h[#h + 1] = item
+  item.pos = #h
+  heap_up(h, #h)
+end
+
+local function heap_remove(h, item)
+  local i = item.pos
+  if not i or h[i] ~= item then return end
+  item.pos = nil
+  local last = remove(h)
+  if last ~= item then
+    h[i] = last
+    last.pos = i
+    heap_down(h, i)
+    heap_up(h, i)
   end
 end
 
 local function heap_pop(h)
   local top = h[1]
-  local last = remove(h)
-  if #h > 0 then
-    h[1] = last
-    local i, n = 1, #h
-    while true do
-      local l, r, m = 2 * i, 2 * i + 1, i
-      if l <= n and h[l].at < h[m].at then m = l end
-      if r <= n and h[r].at < h[m].at then m = r end
-      if m == i then break end
-      h[m], h[i] = h[i], h[m]
-      i = m
-    end
-  end
+  heap_remove(h, top)
   return top
 end
 
@@ -155,6 +179,37 @@ function M.await_http(easy, req)
   return co_yield(YIELD)
 end
 
+--- The curl multi handle of the current run (for a task), else nil.
+function M.current_multi()
+  local task = M.current_task()
+  return task and task.sched.multi or nil
+end
+
+--- Parks the task until the run's multi reports news for stream `id`
+-- (see kinesis.curl m:read) or `timeout` seconds pass; returns "news" or
+-- "timeout". Only valid inside a task.
+function M.await_stream(id, timeout)
+  local task = M.current_task()
+  local s = task.sched
+  local w = { task = task }
+  if timeout then
+    w.timer = { at = monotime() + (timeout > 0 and timeout or 0), task = task, stream = id }
+    heap_push(s.timers, w.timer)
+  end
+  s.stream_waits[id] = w
+  s.stream_waiting = s.stream_waiting + 1
+  return co_yield(YIELD)
+end
+
+local function stream_news(s, id)
+  local w = s.stream_waits[id]
+  if not w then return end        -- nobody waits: the reader pulls first anyway
+  s.stream_waits[id] = nil
+  s.stream_waiting = s.stream_waiting - 1
+  if w.timer then heap_remove(s.timers, w.timer) end
+  make_ready(s, w.task, "news")
+end
+
 local function loop(s)
   while s.live > 0 do
     while #s.ready > 0 do
@@ -168,13 +223,15 @@ local function loop(s)
       timeout = s.timers[1].at - monotime()
       if timeout < 0 then timeout = 0 end
     end
-    if s.inflight > 0 then
+    if s.inflight > 0 or s.stream_waiting > 0 then
       local done, err = s.multi:wait(timeout or 60)
       if not done then error("kinesis.run: " .. tostring(err and err.message or err), 0) end
       for i = 1, #done do
         local d = done[i]
         local task = s.pending[d.id]
-        if task then
+        if d.stream then
+          stream_news(s, d.id)
+        elseif task then
           s.pending[d.id] = nil
           s.inflight = s.inflight - 1
           make_ready(s, task, d.resp, d.err)
@@ -187,7 +244,15 @@ local function loop(s)
     end
     local t = monotime()
     while #s.timers > 0 and s.timers[1].at <= t do
-      make_ready(s, heap_pop(s.timers).task)
+      local item = heap_pop(s.timers)
+      if item.stream then
+        -- a stream wait ran out of time
+        s.stream_waits[item.stream] = nil
+        s.stream_waiting = s.stream_waiting - 1
+        make_ready(s, item.task, "timeout")
+      else
+        make_ready(s, item.task)
+      end
     end
   end
 end
@@ -201,6 +266,7 @@ function M.run(fn, ...)
   if current then error("kinesis.run cannot be nested", 2) end
   local s = {
     ready = {}, timers = {}, pending = {}, inflight = 0, live = 0, tasks = {}, failed = {},
+    stream_waits = {}, stream_waiting = 0,
     multi = require("kinesis.curl").multi(),
   }
   current = s

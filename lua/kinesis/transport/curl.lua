@@ -9,10 +9,15 @@
 --   -- resp: { status, headers (lower-cased names), body, http_version, request_id }
 --   -- err:  { code = "Timeout" | "ConnectionRefused" | "ConnectionReset" | "TLS" | "DNS"
 --   --         | "Transport" | "InvalidRequest", message, curl_code }
+--   local st, err = t:open_stream(req [, { buffer = bytes }])   -- SubscribeToShard
+--   local head, err = st:head(timeout)      -- { status, headers, http_version, request_id }
+--   local bytes, err = st:read(timeout)     -- bytes | nil (end) | nil, err (code "Timeout", ...)
+--   st:close()
 --   t:close()
 local curl = require "kinesis.curl"
 
-local type, setmetatable, ipairs = type, setmetatable, ipairs
+local type, setmetatable, ipairs, pcall, tostring = type, setmetatable, ipairs, pcall, tostring
+local rawget, select = rawget, select
 
 local M = { name = "curl" }
 
@@ -83,6 +88,160 @@ function Transport:send(req)
   return self.handle:send(req)
 end
 
+---------------------------------------------------------------- streams
+
+-- A response body read while it arrives, through a curl multi: the run's
+-- shared one inside a kinesis.run task (waiting yields to the scheduler),
+-- else the transport's own (waiting blocks in curl_multi_poll). The C side
+-- buffers at most `buffer` unread bytes and pauses the transfer beyond that.
+local Stream = {}
+Stream.__index = Stream
+Stream.__name = "kinesis.curl_stream"
+
+local monotime = require("kinesis.core").monotime
+
+local function timeout_error(what, seconds)
+  return { code = "Timeout", curl_code = 28,
+           message = ("no %s within %g s"):format(what, seconds) }
+end
+
+-- Releases the transfer and gives the handle back; idempotent.
+local function release(self)
+  if self.closed then return end
+  self.closed = true
+  if not self.ended then
+    -- the multi may already be closed (its kinesis.run has returned)
+    pcall(self.multi.remove, self.multi, self.id)
+  end
+  local idle = self.transport.idle
+  if idle then idle[#idle + 1] = self.handle end
+  self.handle = nil
+end
+
+-- One pull from the C buffers; true when something changed.
+local function pull(self)
+  if self.ended then return false end
+  local ok, r = pcall(self.multi.read, self.multi, self.id)
+  if not ok then
+    r = { err = { code = "Transport", curl_code = 0,
+                  message = "the stream's curl multi is closed: " .. tostring(r) } }
+  elseif r == nil then
+    r = { err = { code = "Transport", curl_code = 0, message = "the stream was released" } }
+  end
+  local news = false
+  if r.head then self.response, news = r.head, true end
+  if r.data then
+    local q = self.queue
+    q[#q + 1] = r.data
+    news = true
+  end
+  if r.done or r.err then
+    self.ended, self.err, news = true, r.err, true
+    release(self)
+  end
+  return news
+end
+
+-- Waits (yielding inside a run) until the multi reports news or `seconds` pass.
+local function wait(self, seconds)
+  if self.sched and self.sched.current_task() then
+    self.sched.await_stream(self.id, seconds)
+  else
+    local ok, events, err = pcall(self.multi.wait, self.multi, seconds)
+    if not ok or not events then
+      self.ended, self.err = true, { code = "Transport", curl_code = 0,
+        message = "curl multi failed: " .. tostring(ok and (err and err.message) or events) }
+      release(self)
+    end
+  end
+end
+
+--- Waits for the status line and headers: response (without body) or nil, err.
+function Stream:head(timeout)
+  local deadline = timeout and monotime() + timeout
+  while true do
+    if self.response then return self.response end
+    if self.ended then
+      return nil, self.err or { code = "Transport", curl_code = 0,
+                                message = "the stream ended without a response" }
+    end
+    if not pull(self) then
+      local left = deadline and deadline - monotime()
+      if left and left <= 0 then return nil, timeout_error("response", timeout) end
+      wait(self, left or 60)
+    end
+  end
+end
+
+--- Next body bytes: a string, nil at the end of the body, nil, err on
+-- failure (transport error table) or when nothing came within `timeout`.
+function Stream:read(timeout)
+  local deadline = timeout and monotime() + timeout
+  while true do
+    local q = self.queue
+    if #q > 0 then
+      local s = q[1]
+      if #q == 1 then q[1] = nil else table.remove(q, 1) end
+      return s
+    end
+    if self.ended then
+      if self.err then return nil, self.err end
+      return nil
+    end
+    if not pull(self) then
+      local left = deadline and deadline - monotime()
+      if left and left <= 0 then return nil, timeout_error("data", timeout) end
+      wait(self, left or 60)
+    end
+  end
+end
+
+--- Abandons the transfer (drops the connection or resets the h2 stream).
+function Stream:close()
+  release(self)
+end
+Stream.__close = Stream.close
+Stream.__gc = Stream.close
+
+-- LuaJIT calls __gc on userdata only: a proxy ties the stream's life to one.
+local newproxy = rawget(_G, "newproxy")
+
+--- Starts req as a stream; returns the stream or nil, err (as send's).
+function Transport:open_stream(req, opts)
+  local phase = nginx_phase()
+  if phase then
+    return nil, { code = "Transport", curl_code = 0,
+                  message = "the blocking curl transport cannot run in the nginx '"
+                    .. phase .. "' phase; use the cosocket transport" }
+  end
+  local sched = package.loaded["kinesis.scheduler"]
+  local multi
+  if sched and sched.current_task() then
+    multi = sched.current_multi()
+  else
+    sched = nil
+    multi = self.stream_multi
+    if not multi then
+      multi = curl.multi()
+      self.stream_multi = multi
+    end
+  end
+  local h = acquire(self)
+  local id, err = multi:add(h, req, { stream = true, buffer = opts and opts.buffer })
+  if not id then
+    self.idle[#self.idle + 1] = h
+    return nil, err
+  end
+  local st = setmetatable({ transport = self, multi = multi, id = id, handle = h,
+                            sched = sched, queue = {} }, Stream)
+  if newproxy then
+    local p = newproxy(true)
+    getmetatable(p).__gc = function() release(st) end
+    st.gc_proxy = p
+  end
+  return st
+end
+
 -- { requests = n, connects = n }: connects stays 1 while keep-alive holds
 function Transport:stats()
   return self.handle:stats()
@@ -90,6 +249,10 @@ end
 
 function Transport:close()
   self.handle:close()
+  if self.stream_multi then
+    self.stream_multi:close()
+    self.stream_multi = nil
+  end
   for _, h in ipairs(self.idle) do h:close() end
   self.idle = {}
 end
