@@ -9,10 +9,21 @@
 // Queued response: { status, headers: {...}, body | body_b64 | body_repeat: [text, n]
 //   | echo_body: true (the request's body), delay_ms,
 //   action: "reset" | "close_after_headers" | "stall" | "truncate" }
+//
+// Streamed response (event streams), sent with chunked transfer coding (or
+// as HTTP/2 DATA frames) as fast as the client reads, honouring backpressure:
+// { status, headers, frames_b64: [...], repeat: n (send the list n times),
+//   frame_delay_ms (pause before each frame after the first),
+//   chunk_bytes (re-cut the bytes into pieces of this size, frames ignored),
+//   stall_after: k (after k pieces send nothing more and keep the connection),
+//   end: "finish" (default: terminating chunk) | "close" (FIN mid-body)
+//      | "reset" (RST mid-body) }
+// With --h2 1 the TLS port speaks HTTP/2 (ALPN h2, HTTP/1.1 still accepted).
 'use strict';
 
 const http = require('http');
 const https = require('https');
+const http2 = require('http2');
 const fs = require('fs');
 
 function parseArgs(argv) {
@@ -118,10 +129,75 @@ function record(req, body) {
   state.log.push(entry);
 }
 
+// The pieces of a streamed response, produced lazily so a long stream
+// (repeat in the 10^4s) never sits in memory at once.
+function* pieces(r) {
+  // an empty Lua table arrives as {}: no frames
+  const frames = (Array.isArray(r.frames_b64) ? r.frames_b64 : []).map((b) => Buffer.from(b, 'base64'));
+  const repeat = r.repeat || 1;
+  if (r.chunk_bytes > 0) {
+    const all = Buffer.concat(frames);
+    for (let k = 0; k < repeat; k++) {
+      for (let i = 0; i < all.length; i += r.chunk_bytes) yield all.subarray(i, i + r.chunk_bytes);
+    }
+    return;
+  }
+  for (let k = 0; k < repeat; k++) {
+    for (const f of frames) yield f;
+  }
+}
+
+function stream(req, res, r) {
+  const socket = req.socket;
+  const headers = Object.assign({ 'Content-Type': 'application/vnd.amazon.eventstream' }, r.headers || {});
+  res.writeHead(r.status || 200, headers);
+  if (typeof res.flushHeaders === 'function') res.flushHeaders();
+  const gen = pieces(r);
+  let sent = 0;
+  let gone = false;
+  res.once('close', () => { gone = true; });
+  const finish = () => {
+    switch (r.end) {
+      case 'close':
+        // FIN without the terminating chunk: the body is cut short
+        if (res.stream) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        else socket.end();
+        return;
+      case 'reset':
+        if (res.stream) res.stream.close(http2.constants.NGHTTP2_CANCEL);
+        else if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+        else socket.destroy();
+        return;
+      default:
+        res.end();
+    }
+  };
+  const next = () => {
+    for (;;) {
+      if (gone || socket.destroyed) return;
+      if (r.stall_after !== undefined && sent >= r.stall_after) return;   // stall: keep it open
+      const it = gen.next();
+      if (it.done) return finish();
+      sent++;
+      const ok = res.write(it.value);
+      if (r.frame_delay_ms > 0) {
+        setTimeout(next, r.frame_delay_ms);
+        return;
+      }
+      if (!ok) {
+        res.once('drain', next);
+        return;
+      }
+    }
+  };
+  next();
+}
+
 function answer(req, res, r, requestBody) {
   const socket = req.socket;
-  const body = responseBody(r, requestBody);
   if (socket.destroyed) return;   // the client left during delay_ms
+  if (r.frames_b64 !== undefined) return stream(req, res, r);
+  const body = responseBody(r, requestBody);
   switch (r.action) {
     case 'stall':
       // never answer; the request ends when the client gives up
@@ -206,11 +282,19 @@ plain.listen(Number(args.port || 0), host, () => {
 servers.push(plain);
 
 if (args['tls-cert'] && args['tls-key']) {
-  const tls = setup(https.createServer({
+  const tlsOpts = {
     cert: fs.readFileSync(args['tls-cert']),
     key: fs.readFileSync(args['tls-key']),
     ALPNProtocols: ['http/1.1'],
-  }, handle), true);
+  };
+  let tls;
+  if (args.h2) {
+    tls = http2.createSecureServer(Object.assign({}, tlsOpts,
+      { allowHTTP1: true, ALPNProtocols: ['h2', 'http/1.1'] }), handle);
+    tls.on('secureConnection', (socket) => { socket.__stubId = ++state.connections; });
+  } else {
+    tls = setup(https.createServer(tlsOpts, handle), true);
+  }
   tls.listen(Number(args['tls-port'] || 0), host, () => {
     process.stdout.write(JSON.stringify({ listening_tls: tls.address().port }) + '\n');
   });
