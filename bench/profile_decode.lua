@@ -26,7 +26,10 @@ local core = require "kinesis.core"
 local reps = tonumber(arg[1]) or 5
 local null = cjson.null
 local b64decode = core.b64decode
-local tointeger = math.tointeger
+local tointeger = math.tointeger or function(x)
+  -- LuaJIT: numbers are doubles (as in kinesis.codec)
+  if x == math.floor(x) then return x end
+end
 local pairs, type, tostring = pairs, type, tostring
 
 -- markers for leaf members converted inline by the "inline" variant
@@ -207,7 +210,7 @@ for _, w in ipairs { walk, walk_inline, walk_direct } do
   local a = assert(codec.convert(shapes, "GetRecordsOutput", cjson.decode(body)))
   local b = assert(w(cjson.decode(body)))
   assert(#a.Records == #b.Records and a.NextShardIterator == b.NextShardIterator)
-  assert(math.type(b.MillisBehindLatest) == "integer")
+  assert(math.type == nil or math.type(b.MillisBehindLatest) == "integer")
   for i = 1, #a.Records do
     local x, y = a.Records[i], b.Records[i]
     for k, v in pairs(x) do assert(y[k] == v, k) end

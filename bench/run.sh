@@ -9,13 +9,24 @@
 #   BENCH_ONLY=a,b   only these groups (put, put_records, decode, sign,
 #                    concurrency, hashing, eventstream, profile, extra)
 #   BENCH_NO_WRITE=1 print the table only, leave results.json/RESULTS.md alone
+#   BENCH_LUA=luajit run the benchmark scripts on LuaJIT (after `make luajit`);
+#                    results then go to results-luajit.json/RESULTS-luajit.md
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
-LUA=${BENCH_LUA:-lua5.4}
+# the driver and helpers always run on Lua 5.4; the benchmark scripts on
+# BENCH_LUA (lua5.4, or luajit after `make luajit`)
+LUA=lua5.4
+export BENCH_LUA="${BENCH_LUA:-lua5.4}"
+case "$BENCH_LUA" in
+  luajit*) ABI=5.1 ;;
+  *) ABI=$(echo "$BENCH_LUA" | sed -n 's/^lua\([0-9.]*\)$/\1/p') ;;
+esac
+[ -n "$ABI" ] || ABI=5.4
 NGINX=${NGINX:-/usr/sbin/nginx}
 NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 export LUA_PATH="$ROOT/bench/?.lua;$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
-export LUA_CPATH="$ROOT/build/5.4/?.so;;"
+export LUA_CPATH="$ROOT/build/$ABI/?.so;;"
+[ -f "$ROOT/build/$ABI/kinesis/core.so" ] || { echo "bench: build/$ABI is not built (make LUA=$BENCH_LUA build)" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kinesis-bench.XXXXXX") || exit 1
 NG="$WORK/nginx"
@@ -152,7 +163,8 @@ until start_nginx; do
   stop_nginx
 done
 
-$LUA bench/driver.lua "$WORK" "$PORT_FIXED" "$PORT_LARGE" "$PORT_SLOW"
+# LUA_CPATH_5_4 is read by Lua 5.4 only: the driver gets its modules, LuaJIT keeps LUA_CPATH
+LUA_CPATH_5_4="$ROOT/build/5.4/?.so;;" $LUA bench/driver.lua "$WORK" "$PORT_FIXED" "$PORT_LARGE" "$PORT_SLOW"
 status=$?
 if [ $status -ne 0 ]; then
   echo "bench: the driver failed (status $status); nginx log:" >&2
