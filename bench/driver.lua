@@ -280,9 +280,10 @@ if enabled("profile") then
 end
 
 -- bench/subscribe_memory.lua belongs to another engineer; run it when present
-if enabled("extra") and read_file("bench/subscribe_memory.lua") then
+local SUB_MEMORY = os.getenv("BENCH_SUBSCRIBE_MEMORY") or "bench/subscribe_memory.lua"
+if enabled("extra") and read_file(SUB_MEMORY) then
   local errfile = WORK .. "/stderr.txt"
-  local p = io.popen("timeout 90 " .. LUA .. " bench/subscribe_memory.lua 2>" .. sh_quote(errfile), "r")
+  local p = io.popen("timeout 90 " .. LUA .. " " .. sh_quote(SUB_MEMORY) .. " 2>" .. sh_quote(errfile), "r")
   local out = p:read("*a")
   local ok = p:close()
   for line in out:gmatch("[^\n]+") do
@@ -549,7 +550,8 @@ end
 -- output
 
 local function sh_line(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
+  if not cmd:find("2>&1", 1, true) then cmd = cmd .. " 2>/dev/null" end
+  local p = io.popen(cmd)
   local s = p and p:read("*a") or ""
   if p then p:close() end
   return (s:gsub("%s+$", ""))
@@ -561,10 +563,10 @@ local machine = {
   cpu = cpuinfo:match("model name%s*:%s*([^\n]+)") or "unknown",
   kernel = sh_line("uname -sr"),
   date = os.date("!%Y-%m-%dT%H:%M:%SZ", t_begin),
-  lua = sh_line(LUA .. " -v"),
+  lua = sh_line(LUA .. " -v 2>&1"):match("^(%S+ %S+)") or LUA,
   libcurl = sh_line("curl-config --version"),
-  openssl = sh_line("openssl version"),
-  nginx = sh_line("/usr/sbin/nginx -v 2>&1"),
+  openssl = sh_line("openssl version"):match("^(%S+ %S+)") or "",
+  nginx = sh_line((os.getenv("NGINX") or "/usr/sbin/nginx") .. " -v 2>&1"):match("nginx/%S+") or "",
   loadavg_begin = load_begin, loadavg_end = load_end,
 }
 
@@ -643,7 +645,8 @@ if os.getenv("BENCH_NO_WRITE") ~= "1" then
     "",
   }
   if #notes > 0 then
-    md[#md + 1] = "Where the time goes (same run):"
+    md[#md + 1] = "Where the time goes (same run; the CPU-per-call lines are medians over the rounds, "
+      .. "the rest comes from one profiling pass after them):"
     md[#md + 1] = ""
     for _, l in ipairs(notes) do md[#md + 1] = l end
     md[#md + 1] = ""

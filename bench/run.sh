@@ -22,6 +22,7 @@ case "$BENCH_LUA" in
   *) ABI=$(echo "$BENCH_LUA" | sed -n 's/^lua\([0-9.]*\)$/\1/p') ;;
 esac
 [ -n "$ABI" ] || ABI=5.4
+export SHARED="${SHARED:-$ROOT/../shared}"   # for bench/subscribe_memory.lua
 NGINX=${NGINX:-/usr/sbin/nginx}
 NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 export LUA_PATH="$ROOT/bench/?.lua;$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
