@@ -32,7 +32,7 @@ build = {
       sources = {
         "src/l_core.c", "src/l_base64.c", "src/l_time.c", "src/l_kpl.c", "src/l_sigv4.c", "src/l_hash.c", "src/l_eventstream.c",
         "src/base64.c", "src/sigv4.c", "src/u128.c", "src/shardmap.c", "src/eventstream.c",
-        "src/crc32.c",
+        "src/crc32.c", "src/kpl.c",
       },
       libraries = { "crypto" },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
