@@ -60,6 +60,7 @@ build = {
     ["kinesis.waiters"] = "lua/kinesis/waiters.lua",
     ["kinesis.scheduler"] = "lua/kinesis/scheduler.lua",
     ["kinesis.shards"] = "lua/kinesis/shards.lua",
+    ["kinesis.kpl"] = "lua/kinesis/kpl.lua",
     ["kinesis.validate"] = "lua/kinesis/validate.lua",
     ["kinesis.transport.curl"] = "lua/kinesis/transport/curl.lua",
   },

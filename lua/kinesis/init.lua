@@ -26,4 +26,10 @@ M.split_point = shards.split_point
 M.even_ranges = shards.even_ranges
 require("kinesis.validate").u128_check = shards.u128_check
 
+-- KPL-compatible aggregation (C codec through kinesis.kpl)
+local kpl = require "kinesis.kpl"
+M.aggregate = kpl.aggregate
+M.deaggregate = kpl.deaggregate
+M.aggregator = kpl.aggregator
+
 return M
