@@ -63,5 +63,8 @@ build = {
     ["kinesis.kpl"] = "lua/kinesis/kpl.lua",
     ["kinesis.validate"] = "lua/kinesis/validate.lua",
     ["kinesis.transport.curl"] = "lua/kinesis/transport/curl.lua",
+    ["kinesis.subscribe"] = "lua/kinesis/subscribe.lua",
+    ["kinesis.ngx_runtime"] = "lua/kinesis/ngx_runtime.lua",
+    ["kinesis.transport.cosocket"] = "lua/kinesis/transport/cosocket.lua",
   },
 }
