@@ -654,7 +654,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
       -- kinesis.spec.test resolves to 127.0.0.1 but is not in the certificate
       local status, r = get("/tls/trusted?host=kinesis.spec.test")
       assert.equal(200, status)
-      assert.equal("TLS", r.error.code)
+      assert.equal("TLS", r.error.code, r.error.message)
       assert.equal(0, stub:stats().total)
     end)
 

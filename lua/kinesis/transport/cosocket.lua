@@ -499,6 +499,12 @@ local function open(self, u, deadline)
       -- SNI and host-name verification both use the URL's host name
       local sess
       sess, err = sock:sslhandshake(false, u.host, self.verify)
+      -- lua-nginx-module 0.10.23 (Debian 12) can answer true for a handshake
+      -- whose verification failed when it completed without waiting; the
+      -- socket is closed then, which getreusedtimes reports
+      if sess and not sock:getreusedtimes() then
+        sess, err = nil, "handshake failed (certificate verification or the peer closed the connection)"
+      end
       if not sess then
         sock:close()
         local e = io_error(err, "tls", format("TLS handshake with %s:%d", u.host, u.port))
