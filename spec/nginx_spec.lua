@@ -4,7 +4,8 @@
 -- spec/nginx/handler.lua). One worker process: the non-blocking proofs show
 -- other requests finishing while one request's upstream call (or waiter
 -- sleep) is still pending, which a blocked worker could not do. Also: the
--- rock built with `luarocks --lua-version=5.1 make` loads in nginx on its own.
+-- OpenResty example (examples/openresty) shipping a request log, and the
+-- rock built with `luarocks --lua-version=5.1 make` loading in nginx on its own.
 
 local peers = require "support.peers"
 local cjson = require "cjson"
