@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
 #define KN_SHA256_LEN 32
 
 enum {
@@ -110,6 +112,8 @@ typedef struct kn_sigv4_signer {
   size_t entries_cap;
   struct kn_sigv4_qpair *qpairs;   /* query sort array, owned */
   size_t qpairs_cap;
+  EVP_MD *md;                      /* SHA-256, fetched on first use, owned */
+  EVP_MAC_CTX *mac;                /* HMAC-SHA256 context, reused, owned */
   char err[200];
 } kn_sigv4_signer;
 
