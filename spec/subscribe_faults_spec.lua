@@ -364,7 +364,42 @@ describe("kinesis.curl streaming (m:add with stream = true, m:read)", function()
     assert.is_true(biggest <= 16384 + 65536, "one read returned " .. biggest .. " bytes")
   end)
 
+  it("a paused HTTP/2 stream does not hold up another on the same connection", function()
+    if not curl.http2 then
+      pending("libcurl without HTTP/2")
+      return
+    end
+    stub:queue { { frames_b64 = b64 { PIECES[1] }, ["repeat"] = 2000 },
+                 { frames_b64 = b64 { PIECES[2] }, ["repeat"] = 1000 } }
+    local m = curl.multi()
+    local h1, h2 = curl.easy { verify = false }, curl.easy { verify = false }
+    local idle = assert(m:add(h1, { url = stub.tls_endpoint .. "/", body = "{}" }, { stream = true, buffer = 16384 }))
+    local busy = assert(m:add(h2, { url = stub.tls_endpoint .. "/", body = "{}" }, { stream = true, buffer = 16384 }))
+    local total, done, t0 = 0, false, monotime()
+    while not done and monotime() - t0 < 20 do
+      m:wait(0.5)
+      local r = m:read(busy)
+      if r.data then total = total + #r.data end
+      assert.is_nil(r.err)
+      done = r.done == true
+    end
+    assert.is_true(done)
+    assert.equal(8192 * 1000, total)
+    local r = m:read(idle)
+    assert.equal("2", r.head.http_version)
+    assert.is_true(#r.data <= 16384 + 65536)
+    local reqs = stub:requests()
+    assert.equal(2, #reqs)
+    assert.equal(reqs[1].conn, reqs[2].conn)   -- one connection, two h2 streams
+    m:close()
+    h1:close()
+    h2:close()
+  end)
+
   it("without reading, a paused stream stops the server writing (backpressure reaches the socket)", function()
+    -- (node's HTTP/2 server does not always count an h2 stream that was
+    -- reset while blocked on its window as finished: start from the count)
+    local base = stub:stats().in_flight
     stub:queue { { frames_b64 = b64(PIECES), ["repeat"] = 2000 } }     -- 1 GiB if nobody stopped it
     local m = curl.multi()
     local h = curl.easy()
@@ -373,7 +408,8 @@ describe("kinesis.curl streaming (m:add with stream = true, m:read)", function()
     local r = m:read(id)
     assert.is_true(#r.data <= 65536 + 65536)
     -- the stub is stuck in a full socket: the request is still in flight
-    assert.equal(1, stub:stats().in_flight)
+    assert.equal(base + 1, stub:stats().in_flight)
+    assert.equal(1, stub:stats().total)
     assert.is_true(m:remove(id))
     assert.is_nil(m:read(id))
     m:close()
