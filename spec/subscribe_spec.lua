@@ -255,7 +255,16 @@ describe("subscribe_to_shard against kinesis-local", function()
     local carn = consumer(arn)
     local log = {}
     local t0 = monotime()
+    local calls, streaming = 0, true
     local results = kinesis.run(function()
+      -- ordinary calls keep going on the same multi handle meanwhile
+      kinesis.spawn(function()
+        while streaming do
+          assert(c:describe_stream_summary { StreamName = "efo-pair" })
+          calls = calls + 1
+          kinesis.sleep(0.2)
+        end
+      end)
       local tasks = {}
       for _, shard in ipairs(shards) do
         tasks[#tasks + 1] = kinesis.spawn(function()
@@ -272,9 +281,12 @@ describe("subscribe_to_shard against kinesis-local", function()
           return shard.ShardId, got
         end)
       end
-      return kinesis.wait_all(tasks)
+      local all = kinesis.wait_all(tasks)
+      streaming = false
+      return all
     end)
     local elapsed = monotime() - t0
+    assert.is_true(calls >= 8, "only " .. calls .. " calls went through while streaming")
     for _, r in ipairs(results) do
       assert.is_true(r[1], tostring(r[2]))
       local batch = want[r[2]]
@@ -622,6 +634,23 @@ describe("subscribe_to_shard against the loopback stub", function()
     assert.is_true(err.retryable)
     assert.is_true(elapsed >= 0.55 and elapsed < 2, "elapsed " .. elapsed)
     assert.is_true(wait_released())
+  end)
+
+  it("outlives the client's request timeout: a stream has no total time limit", function()
+    local short = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1",
+      credentials = peers.credentials, timeout = { request = 0.3, event = 2 }, retry = { mode = "off" } })
+    stub:queue { { frames_b64 = b64list { event_frame("1", {}) }, ["repeat"] = 8, frame_delay_ms = 150 } }
+    local t0 = monotime()
+    local events, err = drain(short:subscribe_to_shard(params()))
+    assert.is_nil(err)
+    assert.equal(8, #events)
+    assert.is_true(monotime() - t0 > 1)
+    -- while an ordinary call still times out after 0.3 s
+    stub:queue { { action = "stall" } }
+    local out, cerr = short:describe_limits()
+    assert.is_nil(out)
+    assert.equal("Timeout", cerr.code)
+    short:close()
   end)
 
   it("takes the event timeout from the client's timeout.event", function()
