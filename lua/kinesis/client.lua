@@ -192,6 +192,7 @@ function Client:send(op, req)
   local meta = { status = resp.status, request_id = resp.headers and resp.headers["x-amzn-requestid"] }
   if resp.status < 200 or resp.status >= 300 then
     local err = errors.from_response(op.name, resp)
+    err.message = self.credential_provider:redact(err.message)   -- servers echo the canonical request
     err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
     return nil, err, meta
   end
