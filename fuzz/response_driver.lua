@@ -13,13 +13,16 @@
 -- encode, sign, send, decode); the others through client:send with a
 -- dummy request, which is the same response path. Decoded ListShards and
 -- DescribeStream answers are built into shard maps; decoded records are
--- de-aggregated (KPL): neither may raise on data a server sent.
+-- de-aggregated (KPL): neither may raise on data a server sent. Paginated
+-- operations are also paged against a server that repeats the answer: the
+-- iteration must end.
 local kinesis = require "kinesis"
 local client_mod = require "kinesis.client"
 local codec = require "kinesis.codec"
 local errors = require "kinesis.errors"
 local model = require "kinesis.model"
 local cjson = require "cjson"
+local paging = require "kinesis.paging"
 
 local shapes = model.shapes
 local mtype = math.type
@@ -213,4 +216,18 @@ return function(input)
     check_shard_map(out.StreamDescription.Shards)
   end
   if opname == "GetRecords" then check_records(out.Records) end
+
+  -- paging over a server that gives this same answer every time must end
+  -- (a repeated token is an error, not a loop)
+  if paging.paginator(op) and CALL_PARAMS[opname] then
+    local n = 0
+    for page, perr in client:pages(opname, CALL_PARAMS[opname]) do
+      n = n + 1
+      if n > 20 then fail("%s: paging never ends when the server repeats its answer", opname) end
+      if page == false then
+        check_error(perr, 200, opname)
+        break
+      end
+    end
+  end
 end

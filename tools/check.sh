@@ -200,41 +200,66 @@ stage_valgrind() {
 
 # ---------------------------------------------------------------- fuzz
 
+# The part of a libFuzzer log that says what broke: a harness's message, a
+# sanitizer report's first frames, where the input was written.
+crash_excerpt() {
+  awk '/^fuzz_[a-z]+: /{n=4} /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/{n=16}
+       n>0{print "    " $0; n--} /Test unit written/{print "    " $0}' "$1" | head -60
+}
+
 fuzz_one() {   # name seconds
   name=$1 secs=$2
   bin=build/fuzz/fuzz_$name
   work=build/fuzz/corpus/$name
   seeds=build/fuzz/seeds/$name
   kept=fuzz/corpus/$name
+  staged=build/fuzz/kept/$name
   log="$LOG/fuzz-$name.log"
-  mkdir -p "$work" "$kept" build/fuzz/artifacts
+  rm -rf "$staged"
+  mkdir -p "$work" "$staged" build/fuzz/artifacts
   extra=""
   # the Lua state keeps memory between inputs: see fuzz/fuzz_response.c
   [ "$name" = response ] && extra="-detect_leaks=0"
   dict=""
   [ -f "build/fuzz/seeds/$name.dict" ] && dict="-dict=build/fuzz/seeds/$name.dict"
   common="-max_len=65536 -timeout=20 -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/$name-"
-  # 1. every kept regression input and every vector seed, once
+  rc=0
+  # 1. every kept input (seeds and the regressions of bugs found), one by
+  #    one so each failure is named; those that pass seed the fuzzing
+  : >"$log.replay"
+  for f in "$kept"/*; do
+    [ -f "$f" ] || continue
+    # shellcheck disable=SC2086
+    if KINESIS_ROOT="$ROOT" "$bin" $extra "$f" >>"$log.replay" 2>&1; then
+      cp "$f" "$staged/"
+    else
+      rc=1
+      say "fuzz $name: kept input $f FAILS:"
+      crash_excerpt "$log.replay"
+    fi
+  done
+  # 2. the vector seeds, once each
   # shellcheck disable=SC2086
-  if ! KINESIS_ROOT="$ROOT" "$bin" $common $extra -runs=0 "$kept" "$seeds" >"$log.replay" 2>&1; then
-    say "fuzz $name: a kept or seed input FAILS (see $log.replay)"
-    grep -a -E -A30 'ERROR|fuzz_[a-z]+:' "$log.replay" | head -60
+  if ! KINESIS_ROOT="$ROOT" "$bin" $common $extra -runs=0 "$seeds" >>"$log.replay" 2>&1; then
+    say "fuzz $name: a seed from the vectors FAILS (see $log.replay)"
+    grep -a -E -A30 'ERROR|fuzz_[a-z]+: ' "$log.replay" | tail -40
     return 1
   fi
-  # 2. new inputs for `secs` seconds (new corpus entries go to $work)
+  # 3. new inputs for `secs` seconds (new corpus entries go to $work)
   # shellcheck disable=SC2086
   KINESIS_ROOT="$ROOT" "$bin" $common $extra $dict -max_total_time="$secs" \
-    "$work" "$kept" "$seeds" >"$log" 2>&1
+    "$work" "$staged" "$seeds" >"$log" 2>&1
   frc=$?
   runs=$(grep -a 'stat::number_of_executed_units' "$log" | awk '{print $2}')
   rate=$(grep -a 'stat::average_exec_per_sec' "$log" | awk '{print $2}')
   cov=$(grep -a -E '^#[0-9]+.*DONE' "$log" | sed -E 's/.*cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+).*/cov \1, features \2, corpus \3/' | tail -1)
   if [ $frc != 0 ]; then
-    say "fuzz $name: CRASH after ${runs:-?} runs (artifact in build/fuzz/artifacts/; keep it in $kept/ once fixed)"
-    grep -a -E -A40 '==ERROR|fuzz_[a-z]+: |runtime error' "$log" | head -70
+    say "fuzz $name: CRASH after ${runs:-?} runs (once fixed, keep the input as $kept/regress-<what>)"
+    crash_excerpt "$log"
     return 1
   fi
   say "fuzz $name: ${runs:-?} runs in $secs s (${rate:-?}/s), $cov, no crash"
+  return $rc
 }
 
 stage_fuzz() {
