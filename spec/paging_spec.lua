@@ -224,6 +224,29 @@ describe("paging rules against the stub", function()
     assert.same({ MaxResults = 1, NextToken = "n1" }, cjson.decode(stub:requests()[2].body))
   end)
 
+  it("continues ListStreams after the last name when HasMoreStreams comes without NextToken", function()
+    stub:queue {
+      { status = 200, body = cjson.encode { StreamNames = { "a", "b" }, HasMoreStreams = true } },
+      { status = 200, body = cjson.encode { StreamNames = { "c" }, HasMoreStreams = false } },
+    }
+    local names = {}
+    for name in c:items("list_streams", { Limit = 2 }) do names[#names + 1] = name end
+    assert.same({ "a", "b", "c" }, names)
+    assert.same({ Limit = 2, ExclusiveStartStreamName = "b" }, cjson.decode(stub:requests()[2].body))
+  end)
+
+  -- regression: fuzz/corpus/response/regress-liststreams-endless-paging
+  it("ends ListStreams paging when a server repeats HasMoreStreams without progress", function()
+    local page = { status = 200, body = cjson.encode { StreamNames = { "a" }, HasMoreStreams = true } }
+    stub:queue { page, page, page, page }
+    local got = {}
+    for p, err in c:pages("list_streams", {}) do got[#got + 1] = { p, err } end
+    assert.equal(3, #got)
+    assert.is_false(got[3][1])
+    assert.equal("RepeatedPaginationToken", got[3][2].code)
+    assert.equal(2, #stub:requests())
+  end)
+
   it("reports ExpiredNextTokenException as such, without retrying", function()
     stub:queue {
       { status = 200, body = cjson.encode { Shards = { shard(1) }, NextToken = "old" } },

@@ -76,37 +76,35 @@ function M.pages(client, op, params)
       done = true
       return false, err
     end
-    local token = path_get(out, pg.output_token)
-    local more = token ~= nil
+    -- the continuation: the paginator's token, or for ListStreams on
+    -- endpoints that answer HasMoreStreams without NextToken, the last name
+    local key, token = pg.input_token, path_get(out, pg.output_token)
     if pg.more_results then
       local flag = path_get(out, pg.more_results)
-      if flag == false then more = false end
-      -- ListStreams answers HasMoreStreams without NextToken on older
-      -- endpoints: continue after the last stream name
+      if flag == false then token = nil end
       if flag == true and token == nil and op.name == "ListStreams" then
         local names = out.StreamNames
         if type(names) == "table" and #names > 0 then
-          req.NextToken = nil
-          req.ExclusiveStartStreamName = names[#names]
-          return out
+          key, token = "ExclusiveStartStreamName", names[#names]
         end
       end
     end
-    if not more then
+    if token == nil then
       done = true
       return out
     end
-    if seen[token] then
-      -- a server repeating its token would make the loop endless: hand out
-      -- this page, then report the fault once
+    if seen[key .. "\0" .. tostring(token)] then
+      -- a server repeating its continuation would make the loop endless:
+      -- hand out this page, then report the fault once
       pending = errors.protocol(op.name, "the server repeated the pagination token " .. tostring(token),
         { code = "RepeatedPaginationToken" })
       return out
     end
-    seen[token] = true
+    seen[key .. "\0" .. tostring(token)] = true
     req = copy(req)
-    req[pg.input_token] = token
-    if pg.input_token == "NextToken" then
+    if key ~= pg.input_token then req[pg.input_token] = nil end
+    req[key] = token
+    if key == "NextToken" then
       for _, k in ipairs(DROP_WITH_TOKEN[op.name] or {}) do req[k] = nil end
     end
     return out
