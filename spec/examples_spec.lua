@@ -7,7 +7,8 @@ describe("examples", function()
   local srv
 
   lazy_setup(function()
-    srv = peers.start("kinesis-local", { env = { CREATE_STREAM_DURATION = "200ms", DELETE_STREAM_DURATION = "200ms" } })
+    srv = peers.start("kinesis-local", { env = { CREATE_STREAM_DURATION = "200ms", DELETE_STREAM_DURATION = "200ms",
+      REGISTER_STREAM_CONSUMER_DURATION = "200ms" } })
   end)
   lazy_teardown(function() if srv then srv.stop() end end)
 
@@ -20,7 +21,7 @@ describe("examples", function()
     return tonumber(out:match("__rc=(%d+)")), out
   end
 
-  for _, file in ipairs { "quickstart.lua", "paging_and_waiters.lua", "concurrency.lua" } do
+  for _, file in ipairs { "quickstart.lua", "paging_and_waiters.lua", "concurrency.lua", "subscribe.lua" } do
     it(file .. " runs to completion", function()
       local rc, out = run(file)
       assert.equal(0, rc, out)

@@ -385,6 +385,8 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
       assert.is_nil(r.out)
       assert.equal("content", r.phase)
       assert.equal("transport", r.error.kind)
+      assert.equal("InvalidRequest", r.error.code)
+      assert.equal(1, r.error.attempts) -- refused, not retried
       assert.truthy(r.error.message:find("cannot run in the nginx 'content' phase", 1, true), r.error.message)
       assert.truthy(r.error.message:find("cosocket", 1, true), r.error.message)
     end)

@@ -315,8 +315,10 @@ for name, op in pairs(operations) do
 end
 
 --- Enhanced fan-out: an iterator of SubscribeToShard events (kinesis.subscribe).
-function Client:subscribe_to_shard(params)
-  return require("kinesis.subscribe").subscribe_to_shard(self, params)
+-- opts: event_timeout (seconds of silence before a Timeout), buffer (bytes
+-- held unread before the transfer pauses)
+function Client:subscribe_to_shard(params, opts)
+  return require("kinesis.subscribe").subscribe_to_shard(self, params, opts)
 end
 
 --- Keeps reading a shard across subscription ends (kinesis.subscribe).

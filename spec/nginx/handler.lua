@@ -42,6 +42,7 @@ local function err_table(err)
   return {
     kind = err.kind, code = err.code, message = err.message, status = err.status,
     retryable = err.retryable, op = err.op, field = err.field, request_id = err.request_id,
+    attempts = err.attempts,
     text = tostring(err),
   }
 end

@@ -72,7 +72,8 @@ end
 function Transport:send(req)
   local phase = nginx_phase()
   if phase then
-    return nil, { code = "Transport", curl_code = 0,
+    -- InvalidRequest: refused unsent and never retried (it would fail again)
+    return nil, { code = "InvalidRequest", curl_code = 0,
                   message = "the blocking curl transport cannot run in the nginx '"
                     .. phase .. "' phase; use the cosocket transport" }
   end
@@ -210,7 +211,8 @@ local newproxy = rawget(_G, "newproxy")
 function Transport:open_stream(req, opts)
   local phase = nginx_phase()
   if phase then
-    return nil, { code = "Transport", curl_code = 0,
+    -- InvalidRequest: refused unsent and never retried (it would fail again)
+    return nil, { code = "InvalidRequest", curl_code = 0,
                   message = "the blocking curl transport cannot run in the nginx '"
                     .. phase .. "' phase; use the cosocket transport" }
   end
