@@ -48,7 +48,7 @@ check-asan:
 check-valgrind:
 	@sh tools/check.sh valgrind
 
-asan-build: $(SAN_CORE_SO) $(SAN_CURL_SO) $(SAN_LUA)
+asan-build: $(SAN_CORE_SO) $(SAN_CURL_SO) $(SAN_LUA) build/asan/include/lua5.4
 
 $(SAN_CORE_SO): $(CORE_SRC) $(HDRS) Makefile mk/check.mk
 	@mkdir -p $(dir $@)
@@ -61,6 +61,13 @@ $(SAN_CURL_SO): $(wildcard $(CURL_SRC)) $(HDRS) Makefile mk/check.mk
 $(SAN_LUA): tools/sanitized_lua.c mk/check.mk
 	@mkdir -p $(dir $@)
 	$(SAN_CC) -O1 -g $(SAN_FLAGS) $(WARN) $(LUA54_CFLAGS) -o $@ $< $(LUA54_LIBS)
+
+# luarocks takes LUA_DIR from the lua5.4 first in PATH (the sanitized one
+# during check-asan: spec/rockspec_spec.lua runs luarocks make), so the Lua
+# headers must be found under build/asan/include as well
+build/asan/include/lua5.4:
+	@mkdir -p $(dir $@)
+	@ln -sfn $(firstword $(patsubst -I%,%,$(filter -I%,$(LUA54_CFLAGS))) /usr/include/lua5.4) $@
 
 fuzz-build: $(FUZZ_BINS)
 

@@ -1,7 +1,7 @@
 -- soak_spec.lua - 10,000 mixed operations against kinesis-local through the
 -- fault proxy, which breaks 10 % of the exchanges (resets, stalls, 5xx,
 -- throttles, truncated or lying bodies, invalid JSON, garbage). They run as
--- 50 concurrent tasks in one kinesis.run, with standard retries. Every call
+-- 32 concurrent tasks in one kinesis.run, with standard retries. Every call
 -- must end as a result or as a clean kinesis.error (never a raise), nearly
 -- all must succeed, and memory must stay flat: the Lua heap and the process
 -- RSS, sampled every 1,000 calls, once the first calls have warmed caches
@@ -14,7 +14,7 @@ local kinesis = require "kinesis"
 local errors = require "kinesis.errors"
 local core = require "kinesis.core"
 
-local CALLS, SAMPLE_EVERY, TASKS = 10000, 1000, 50
+local CALLS, SAMPLE_EVERY, TASKS = 10000, 1000, 32
 local FAULT_RATE = 0.10
 local FAULTS = { "reset_before", "reset_mid", "stall", "stall_mid", "http500", "http503", "throttle",
   "truncate", "long_length", "invalid_json", "short_length", "garbage" }
@@ -59,7 +59,9 @@ describe("soak: 10,000 mixed operations with 10 % faults", function()
     local c = assert(kinesis.new {
       endpoint = proxy.endpoint, region = peers.region, credentials = peers.credentials,
       retry = { mode = "standard", max_attempts = 3, base = 0.005 },
-      timeout = { connect = 2, request = 1 },
+      -- a stall costs a whole request timeout; a healthy call on a loaded
+      -- machine (ASan beside valgrind, say) must still fit well inside it
+      timeout = { connect = 3, request = 2.5 },
     })
     local shard_ids = {}
     for _, s in ipairs(assert(direct:list_shards { StreamName = "soak" }).Shards) do
@@ -173,9 +175,11 @@ describe("soak: 10,000 mixed operations with 10 % faults", function()
     local injected = stats.requests - (stats.faults.pass or 0)
     assert.is_true(injected > 0.07 * stats.requests and injected < 0.13 * stats.requests,
       ("%d faults in %d requests"):format(injected, stats.requests))
-    -- retries absorb the retryable faults: what fails is mostly what must
-    -- (invalid JSON or a short Content-Length in a 200 are not retried)
-    assert.is_true(totals.failed < 0.04 * totals.calls, text)
+    -- retries absorb the retryable faults: what fails is what must (invalid
+    -- JSON or a short Content-Length in a 200 are not retried), and hardly
+    -- anything else (three faults in a row for one call)
+    local must_fail = (stats.faults.invalid_json or 0) + (stats.faults.short_length or 0)
+    assert.is_true(totals.failed <= must_fail + 0.01 * CALLS, text)
     for code in pairs(totals.by_code) do
       assert.truthy(code == "ProtocolError" or code == "Timeout" or code == "ConnectionReset"
         or code == "Transport" or code == "InternalFailure" or code == "ServiceUnavailable"

@@ -296,14 +296,14 @@ stage_fuzz() {
 # ---------------------------------------------------------------- all
 
 run_stage() {   # name function -> appends "name status seconds" to the summary
-  t0=$(now)
+  stage_start=$(now)
   say "==== $1"
-  if "$2"; then st=ok; else st=FAILED; fi
-  echo "$1 $st $(( $(now) - t0 ))" >>"$LOG/summary"
+  if "$2"; then stage_status=ok; else stage_status=FAILED; fi
+  echo "$1 $stage_status $(( $(now) - stage_start ))" >>"$LOG/summary"
 }
 
 stage_all() {
-  start=$(now)
+  all_start=$(now)
   : >"$LOG/summary"
   run_stage warnings stage_warnings
   run_stage cppcheck stage_cppcheck
@@ -317,7 +317,7 @@ stage_all() {
   wait $apid
   cat "$LOG/asan.out"
   FUZZ_SECONDS=${FUZZ_SECONDS:-35} run_stage fuzz stage_fuzz
-  say "==== summary (make check, $(( $(now) - start )) s)"
+  say "==== summary (make check, $(( $(now) - all_start )) s)"
   awk '{ printf "  %-12s %-7s %5d s\n", $1, $2, $3 }' "$LOG/summary"
   ! grep -q FAILED "$LOG/summary"
 }
