@@ -13,7 +13,6 @@ local core = require "kinesis.core"
 local co_running = coroutine.running
 local traceback = debug.traceback
 local unpack = table.unpack or unpack
-local concat = table.concat
 local type, tostring, tonumber, select, error, setmetatable, ipairs, pcall, xpcall, rawget =
   type, tostring, tonumber, select, error, setmetatable, ipairs, pcall, xpcall, rawget
 local monotime, block_sleep = core.monotime, core.sleep
@@ -148,14 +147,7 @@ function M.run(fn, ...)
       if t.thread and t.parent_co == co then wait(t.thread) end
     end
   end
-  local unobserved = {}
-  for _, t in ipairs(run.failed) do
-    if not t.observed then unobserved[#unobserved + 1] = tostring(t.error) end
-  end
-  if #unobserved > 0 then
-    error("kinesis.run: " .. #unobserved .. " task(s) failed:\n" .. concat(unobserved, "\n"), 0)
-  end
-  return unpack(main.results, 1, main.results.n)
+  return require("kinesis.scheduler").finish_run(run.failed, main)
 end
 
 --- Starts fn(...) as a new task of the current run (an ngx.thread light

@@ -275,8 +275,15 @@ function M.run(fn, ...)
   current = nil
   s.multi:close()
   if not ok then error(err, 0) end
+  return M.finish_run(s.failed, main)
+end
+
+--- The end of a run (here and in kinesis.ngx_runtime): raises the errors of
+-- failed tasks nobody collected with task:wait(), else returns the first
+-- task's results.
+function M.finish_run(failed, main)
   local unobserved = {}
-  for _, t in ipairs(s.failed) do
+  for _, t in ipairs(failed) do
     if not t.observed then unobserved[#unobserved + 1] = tostring(t.error) end
   end
   if #unobserved > 0 then

@@ -38,6 +38,13 @@ local function nginx_phase()
   return nil
 end
 
+-- InvalidRequest: refused unsent and never retried (it would fail again)
+local function refusal(phase)
+  return { code = "InvalidRequest", curl_code = 0,
+           message = "the blocking curl transport cannot run in the nginx '"
+             .. phase .. "' phase; use the cosocket transport" }
+end
+
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
@@ -72,10 +79,7 @@ end
 function Transport:send(req)
   local phase = nginx_phase()
   if phase then
-    -- InvalidRequest: refused unsent and never retried (it would fail again)
-    return nil, { code = "InvalidRequest", curl_code = 0,
-                  message = "the blocking curl transport cannot run in the nginx '"
-                    .. phase .. "' phase; use the cosocket transport" }
+    return nil, refusal(phase)
   end
   local sched = package.loaded["kinesis.scheduler"]
   if sched and sched.current_task() then
@@ -211,10 +215,7 @@ local newproxy = rawget(_G, "newproxy")
 function Transport:open_stream(req, opts)
   local phase = nginx_phase()
   if phase then
-    -- InvalidRequest: refused unsent and never retried (it would fail again)
-    return nil, { code = "InvalidRequest", curl_code = 0,
-                  message = "the blocking curl transport cannot run in the nginx '"
-                    .. phase .. "' phase; use the cosocket transport" }
+    return nil, refusal(phase)
   end
   local sched = package.loaded["kinesis.scheduler"]
   local multi
