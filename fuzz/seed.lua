@@ -1,7 +1,8 @@
 -- seed.lua - writes the fuzzers' seed corpora from the shared test vectors,
 -- so the seeds follow ../shared/vectors instead of copies kept here.
 --   lua5.4 fuzz/seed.lua <shared dir> <out dir>
--- makes <out>/eventstream, <out>/decimal, <out>/shardmap, <out>/response.
+-- makes <out>/eventstream, <out>/decimal, <out>/shardmap, <out>/kpl,
+-- <out>/response.
 -- Needs lua-cjson and kinesis.core (base64) on the Lua paths.
 local cjson = require "cjson"
 local core = require "kinesis.core"
@@ -37,7 +38,7 @@ local function write(kind, name, bytes)
   counts[kind] = (counts[kind] or 0) + 1
 end
 
-for _, kind in ipairs { "eventstream", "decimal", "shardmap", "response" } do
+for _, kind in ipairs { "eventstream", "decimal", "shardmap", "kpl", "response" } do
   os.execute("mkdir -p " .. q(out .. "/" .. kind))
 end
 
@@ -48,6 +49,12 @@ for _, path in ipairs(lines("find " .. q(vectors .. "/eventstream") .. " -type f
     .. "\\( -path '*/encoded/*' -o -name '*.bin' \\) | sort")) do
   local name = path:sub(#vectors + 2):gsub("[/]", "-")
   write("eventstream", name, read(path))
+end
+
+---------------------------------------------------------------- kpl
+-- aggregated records, well-formed and malformed (as GetRecords hands them)
+for _, path in ipairs(lines("find " .. q(vectors .. "/kpl") .. " -name '*.bin' | sort")) do
+  write("kpl", path:sub(#vectors + 2):gsub("[/]", "-"), read(path))
 end
 
 ---------------------------------------------------------------- decimal / shardmap
