@@ -7,6 +7,8 @@
 -- Input: "<Operation> <status>\n<Header: value\n>...\n<body>"
 --    or: "event <ShapeName>\n\n<payload>"  (an event-stream payload, decoded
 --        the way kinesis.subscribe does: cjson, then codec.convert)
+--    or: "stream\n\n<bytes>"  (a SubscribeToShard body for the Lua binding
+--        of the event-stream decoder)
 -- Inputs that do not follow this grammar are ignored.
 --
 -- Operations with simple valid parameters go through client:call (validate,
@@ -186,9 +188,76 @@ local function one_event(sname, payload)
   if sname == "SubscribeToShardEvent" then check_records(event.Records) end
 end
 
+-- The event-stream decoder through its Lua binding (core.es_decoder, whose
+-- buffers are Lua userdata lent to the C decoder), as kinesis.subscribe
+-- drives it: fed whole and fed in pieces, it must give the same messages
+-- and the same end; each message re-encodes (core.es_encode) to one that
+-- decodes to the same headers and payload; events decode like subscribe's.
+local core = require "kinesis.core"
+
+local function es_run(pieces, max)
+  local d = core.es_decoder(max)
+  local msgs, status = {}, nil
+  for _, piece in ipairs(pieces) do
+    local ok, code = d:feed(piece)
+    if not ok then status = code break end
+    while true do
+      local m, code2 = d:next()
+      if m == nil then
+        if code2 then status = code2 end
+        break
+      end
+      msgs[#msgs + 1] = m
+    end
+    if status then break end
+  end
+  if not status then
+    local ok, code = d:finish()
+    status = ok and "ok" or code
+  end
+  d:close()
+  return msgs, status
+end
+
+local function same_message(a, b, what)
+  if a.payload ~= b.payload then fail("%s: payloads differ", what) end
+  for k, v in pairs(a.headers) do
+    if b.headers[k] ~= v or b.types[k] ~= a.types[k] then fail("%s: header %q differs", what, k) end
+  end
+  for k in pairs(b.headers) do
+    if a.headers[k] == nil then fail("%s: header %q appeared", what, k) end
+  end
+end
+
+local function one_stream(bytes)
+  local whole, wstatus = es_run { bytes }
+  local pieces, at, seed = {}, 1, #bytes
+  while at <= #bytes do
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    local n = seed % 4 == 0 and seed % 4096 + 1 or seed % 13 + 1
+    pieces[#pieces + 1] = bytes:sub(at, at + n - 1)
+    at = at + n
+  end
+  local chunked, cstatus = es_run(pieces)
+  if #whole ~= #chunked or wstatus ~= cstatus then
+    fail("es_decoder: whole gives %d messages and %s, pieces %d and %s", #whole, wstatus, #chunked, cstatus)
+  end
+  for i, m in ipairs(whole) do
+    same_message(m, chunked[i], "message " .. i .. " fed in pieces")
+    local list = {}
+    for name, value in pairs(m.headers) do list[#list + 1] = { name = name, type = m.types[name], value = value } end
+    local again = es_run { core.es_encode(list, m.payload) }
+    if #again ~= 1 then fail("message %d does not survive re-encoding", i) end
+    same_message(m, again[1], "message " .. i .. " re-encoded")
+    local etype = m.headers[":message-type"] == "event" and m.headers[":event-type"]
+    if type(etype) == "string" and shapes[etype] then one_event(etype, m.payload) end
+  end
+end
+
 return function(input)
   local first, headers, body = parse(input)
   if not first then return end
+  if first == "stream" then return one_stream(body) end
   local ev = first:match("^event ([%w]+)$")
   if ev then return one_event(ev, body) end
   local opname, status = first:match("^(%w+) (%d%d%d)$")

@@ -104,6 +104,11 @@ for _, path in ipairs(lines("find " .. q(vectors .. "/eventstream/kinesis-synthe
     end
   end
 end
+-- whole SubscribeToShard bodies for the event-stream binding
+for _, path in ipairs(lines("find " .. q(vectors .. "/eventstream") .. " -type f "
+    .. "\\( -path '*/encoded/*' -o -name '*.bin' \\) | sort")) do
+  write("response", "stream-" .. path:sub(#vectors + 2):gsub("[/]", "-"), "stream\n\n" .. read(path))
+end
 -- the records of those events as a GetRecords answer (KPL aggregates too)
 for _, path in ipairs(lines("find " .. q(vectors .. "/kpl") .. " -maxdepth 1 -name '*.bin' | sort")) do
   local name = path:match("([^/]+)%.bin$")
