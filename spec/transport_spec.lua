@@ -558,7 +558,7 @@ describe("kinesis.transport.curl", function()
     _G.ngx = nil
     assert.is_true(ok)
     assert.is_nil(resp)
-    assert.equals("Transport", err.code)
+    assert.equals("InvalidRequest", err.code)
     assert.matches("cosocket", err.message)
     assert.same({}, stub:requests())
     t:close()
