@@ -54,16 +54,27 @@ function Proxy:mix(cfg) return control(self, "POST", "mix", cfg) end
 function Proxy:reset() return control(self, "POST", "reset", {}) end
 function Proxy:stats() return control(self, "GET", "stats") end
 
+-- Stops the proxy; its log is removed when the proxy wrote nothing to it.
 function Proxy:stop()
   if self.stopped then return true end
   self.stopped = true
   os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+  local gone = false
   for _ = 1, 50 do
-    if not peers.alive(self.pid) then return true end
+    if not peers.alive(self.pid) then gone = true break end
     os.execute("sleep 0.1")
   end
-  os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
-  return not peers.alive(self.pid)
+  if not gone then
+    os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+    gone = not peers.alive(self.pid)
+  end
+  local f = self.log and io.open(self.log, "r")
+  if f then
+    local empty = f:read(1) == nil
+    f:close()
+    if empty then os.remove(self.log) end
+  end
+  return gone
 end
 
 --- opts: upstream (URL of the real server), tls = { cert =, key = } (PEM
