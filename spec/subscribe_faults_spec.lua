@@ -172,6 +172,28 @@ describe("SubscribeToShard against a faulty server", function()
     return events, err, calls
   end
 
+  it("keeps the credentials out of an in-stream exception's message", function()
+    local secret, token = "s3cr3t-key-in-echo", "t0ken-in-echo"
+    local c2 = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1",
+      credentials = { access_key_id = "AKIDECHO", secret_access_key = secret, session_token = token },
+      timeout = { event = 0.8 } })
+    local exception = core.es_encode({
+      { name = ":message-type", type = "string", value = "exception" },
+      { name = ":exception-type", type = "string", value = "InternalFailureException" },
+      { name = ":content-type", type = "string", value = "application/json" },
+    }, '{"message":"request was x-amz-security-token:' .. token .. ' signed with ' .. secret .. '"}')
+    stub:queue { { status = 200, headers = { ["Content-Type"] = "application/vnd.amazon.eventstream" },
+      frames_b64 = { core.b64encode(exception) } } }
+    local _, err = drain(c2:subscribe_to_shard { ConsumerARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s/consumer/c:1",
+      ShardId = "shardId-000000000000", StartingPosition = { Type = "LATEST" } })
+    c2:close()
+    assert.equal("InternalFailureException", err.code)
+    assert.is_true(err.in_stream)
+    assert.is_nil(err.message:find(secret, 1, true))
+    assert.is_nil(err.message:find(token, 1, true))
+    assert.is_nil(tostring(err):find(token, 1, true))
+  end)
+
   local function check(case, events, err, calls, elapsed)
     local name, _, kind, code, before, limit, detail = table.unpack(case)
     assert.is_table(err, name .. ": no error")

@@ -80,6 +80,9 @@ local function stream_exception(self, msg)
     message = h[":error-message"]
   end
   code = errors.clean_code(type(code) == "string" and code or nil) or "UnknownEventStreamError"
+  -- a service may quote the request back: keep the credentials out
+  local provider = self.client and self.client.credential_provider
+  if message and provider then message = provider:redact(message) end
   return errors.new {
     kind = "aws", code = code, message = message or "", op = op.name,
     status = self.response and self.response.status,
