@@ -43,6 +43,11 @@ describe("endpoint resolution in the client", function()
     assert(c:describe_stream_summary { StreamARN = ARN })
     assert.equal("https://123456789012.data-kinesis.us-east-1.amazonaws.com/", t.reqs[1].url)
     assert.equal("https://123456789012.control-kinesis.us-east-1.amazonaws.com/", t.reqs[2].url)
+    -- resolutions are cached by their parameters: a repeat adds no entry
+    assert.equal(2, c.endpoint_cache_size)
+    assert(c:put_record { StreamARN = ARN, PartitionKey = "k2", Data = "y" })
+    assert.equal(2, c.endpoint_cache_size)
+    assert.equal(t.reqs[1].url, t.reqs[3].url)
     assert.equal("123456789012.data-kinesis.us-east-1.amazonaws.com", header(t.reqs[1], "Host"))
   end)
 
