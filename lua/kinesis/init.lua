@@ -32,4 +32,6 @@ M.aggregate = kpl.aggregate
 M.deaggregate = kpl.deaggregate
 M.aggregator = kpl.aggregator
 
+M.checkpoints = require "kinesis.checkpoints"
+
 return M
