@@ -30,8 +30,11 @@ CURL_LIBS   := $(shell $(PKGCONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
 SSL_LIBS    := $(shell $(PKGCONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
 
 OUT        := build/$(LUA_ABI)
-CURL_SRC   := src/transport.c src/l_curl.c
-CORE_SRC   := $(filter-out $(CURL_SRC),$(wildcard src/*.c))
+# curl.so: the transport and its binding, plus the helpers both modules link
+CURL_ONLY  := src/transport.c src/l_curl.c
+SHARED_SRC := src/buf.c
+CORE_SRC   := $(filter-out $(CURL_ONLY),$(wildcard src/*.c))
+CURL_SRC   := $(CURL_ONLY) $(SHARED_SRC)
 HDRS       := $(wildcard src/*.h)
 
 CORE_SO    := $(OUT)/kinesis/core.so
