@@ -67,31 +67,22 @@ int kn_hex_encode(const unsigned char *in, size_t n, char *out)
 
 /* ---- buffers --------------------------------------------------------- */
 
+/* kn_buf with a sticky failure: a signature is built by many appends and
+ * checked for out of memory once at the end of each stage. */
 static int buf_reserve(kn_sigv4_buf *b, size_t extra)
 {
-  size_t need, cap;
-  char *p;
   if (b->failed) return -1;
-  if (extra <= b->cap - b->len) return 0;
-  if (extra > SIZE_MAX / 2 - b->len) goto fail;
-  need = b->len + extra;
-  cap = b->cap ? b->cap : 256;
-  while (cap < need) cap *= 2;
-  p = (char *)realloc(b->data, cap);
-  if (p == NULL) goto fail;
-  b->data = p;
-  b->cap = cap;
+  if (kn_buf_reserve(&b->b, extra) != 0) {
+    b->failed = 1;
+    return -1;
+  }
   return 0;
-fail:
-  b->failed = 1;
-  return -1;
 }
 
 static void buf_put(kn_sigv4_buf *b, const char *p, size_t n)
 {
-  if (n == 0 || buf_reserve(b, n) != 0) return;
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
+  if (b->failed || n == 0) return;
+  if (kn_buf_append(&b->b, p, n) != 0) b->failed = 1;
 }
 
 static void buf_puts(kn_sigv4_buf *b, const char *s)
@@ -101,24 +92,20 @@ static void buf_puts(kn_sigv4_buf *b, const char *s)
 
 static void buf_putc(kn_sigv4_buf *b, char c)
 {
-  if (buf_reserve(b, 1) != 0) return;
-  b->data[b->len++] = c;
+  buf_put(b, &c, 1);
 }
 
 static void buf_reset(kn_sigv4_buf *b)
 {
-  b->len = 0;
+  kn_buf_reset(&b->b);
   b->failed = 0;
 }
 
+/* The buffers held the secret key and the session token: wiped first. */
 static void buf_free(kn_sigv4_buf *b)
 {
-  if (b->data != NULL) {
-    OPENSSL_cleanse(b->data, b->cap);
-    free(b->data);
-  }
-  b->data = NULL;
-  b->len = b->cap = 0;
+  if (b->b.data != NULL) OPENSSL_cleanse(b->b.data, b->b.cap);
+  kn_buf_free(&b->b);
   b->failed = 0;
 }
 
@@ -330,8 +317,8 @@ static void put_canonical_uri(kn_sigv4_signer *s, const char *path, size_t n,
       size_t end = start;
       while (end < n && path[end] != '/') end++;
       if (end - start == 2 && path[start] == '.' && path[start + 1] == '.') {
-        while (w->len > 0 && w->data[w->len - 1] != '/') w->len--;
-        if (w->len > 0) w->len--; /* drop the '/' that began the segment */
+        while (w->b.len > 0 && w->b.data[w->b.len - 1] != '/') w->b.len--;
+        if (w->b.len > 0) w->b.len--; /* drop the '/' that began the segment */
       } else if (end > start && !(end - start == 1 && path[start] == '.')) {
         buf_putc(w, '/');
         buf_put(w, path + start, end - start);
@@ -342,7 +329,7 @@ static void put_canonical_uri(kn_sigv4_signer *s, const char *path, size_t n,
       s->creq.failed = 1;
       return;
     }
-    if (w->len == 0) {
+    if (w->b.len == 0) {
       buf_putc(&s->creq, '/');
       return;
     }
@@ -351,8 +338,8 @@ static void put_canonical_uri(kn_sigv4_signer *s, const char *path, size_t n,
       s->creq.failed = 1;
       return;
     }
-    p = w->data;
-    n = w->len;
+    p = w->b.data;
+    n = w->b.len;
   }
   for (i = 0; i < n; i++) put_encoded(&s->creq, (unsigned char)p[i], 1);
 }
@@ -416,17 +403,17 @@ static int put_canonical_query(kn_sigv4_signer *s, const char *q, size_t n)
     if (end == start) continue; /* "a=1&&b=2": nothing between the '&' */
     for (eq = start; eq < end && q[eq] != '='; eq++) {}
     qp = &s->qpairs[count++];
-    qp->key_off = w->len;
+    qp->key_off = w->b.len;
     put_query_component(w, q + start, eq - start);
-    qp->key_len = w->len - qp->key_off;
-    qp->val_off = w->len;
+    qp->key_len = w->b.len - qp->key_off;
+    qp->val_off = w->b.len;
     if (eq < end) put_query_component(w, q + eq + 1, end - eq - 1);
-    qp->val_len = w->len - qp->val_off;
+    qp->val_len = w->b.len - qp->val_off;
   }
   if (w->failed) return KN_SIGV4_ENOMEM;
   for (i = 0; i < count; i++) {
-    s->qpairs[i].key = w->data + s->qpairs[i].key_off;
-    s->qpairs[i].val = w->data + s->qpairs[i].val_off;
+    s->qpairs[i].key = w->b.data + s->qpairs[i].key_off;
+    s->qpairs[i].val = w->b.data + s->qpairs[i].val_off;
   }
   qsort(s->qpairs, count, sizeof *s->qpairs, qpair_cmp);
   for (i = 0; i < count; i++) {
@@ -470,7 +457,7 @@ static void put_header_value(kn_sigv4_buf *b, const char *v, size_t n)
   int started = 0, space = 0;
   char *o;
   if (n == 0 || buf_reserve(b, n) != 0) return;
-  o = b->data + b->len;
+  o = b->b.data + b->b.len;
   for (i = 0; i < n; i++) {
     char c = v[i];
     if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
@@ -482,15 +469,17 @@ static void put_header_value(kn_sigv4_buf *b, const char *v, size_t n)
     space = 0;
     started = 1;
   }
-  b->len = (size_t)(o - b->data);
+  b->b.len = (size_t)(o - b->b.data);
+  b->b.data[b->b.len] = '\0'; /* kn_buf keeps its NUL after the bytes */
 }
 
 static void put_lower(kn_sigv4_buf *b, const char *p, size_t n)
 {
   size_t i;
   if (n == 0 || buf_reserve(b, n) != 0) return;
-  for (i = 0; i < n; i++) b->data[b->len + i] = (char)lower((unsigned char)p[i]);
-  b->len += n;
+  for (i = 0; i < n; i++) b->b.data[b->b.len + i] = (char)lower((unsigned char)p[i]);
+  b->b.len += n;
+  b->b.data[b->b.len] = '\0';
 }
 
 /* ---- signer-scoped crypto --------------------------------------------- */
@@ -560,7 +549,7 @@ static int derive_key(kn_sigv4_signer *s, const kn_sigv4_request *req, const cha
   buf_put(w, "AWS4", 4);
   buf_put(w, req->secret_key, req->secret_key_len);
   if (w->failed) goto cleanup;
-  if ((rc = s_hmac(s, w->data, w->len, date, 8, k)) != KN_SIGV4_OK) goto cleanup;
+  if ((rc = s_hmac(s, w->b.data, w->b.len, date, 8, k)) != KN_SIGV4_OK) goto cleanup;
   if ((rc = s_hmac(s, k, sizeof k, req->region, req->region_len, k)) != KN_SIGV4_OK)
     goto cleanup;
   if ((rc = s_hmac(s, k, sizeof k, req->service, req->service_len, k)) != KN_SIGV4_OK)
@@ -570,7 +559,7 @@ static int derive_key(kn_sigv4_signer *s, const kn_sigv4_request *req, const cha
   rc = KN_SIGV4_OK;
 cleanup:
   OPENSSL_cleanse(k, sizeof k);
-  if (w->data != NULL) OPENSSL_cleanse(w->data, w->len);
+  if (w->b.data != NULL) OPENSSL_cleanse(w->b.data, w->b.len);
   buf_reset(w);
   return rc;
 }
@@ -767,12 +756,12 @@ static int payload_hash(kn_sigv4_signer *s, const kn_sigv4_request *r, char out[
       buf_reset(w);
       put_header_value(w, h->value, h->value_len);
       if (w->failed) return KN_SIGV4_ENOMEM;
-      if (!is_payload_hash(w->data, w->len))
+      if (!is_payload_hash(w->b.data, w->b.len))
         return fail(s, "x-amz-content-sha256 header is not a payload hash");
-      if (given != NULL && (given_len != w->len || memcmp(given, w->data, w->len) != 0))
+      if (given != NULL && (given_len != w->b.len || memcmp(given, w->b.data, w->b.len) != 0))
         return fail(s, "payload_hash differs from the x-amz-content-sha256 header");
-      memcpy(out, w->data, w->len);
-      out[w->len] = '\0';
+      memcpy(out, w->b.data, w->b.len);
+      out[w->b.len] = '\0';
       return KN_SIGV4_OK;
     }
   }
@@ -825,7 +814,7 @@ int kn_sigv4_sign(kn_sigv4_signer *s, const kn_sigv4_request *req,
     size_t j = i;
     put_lower(&s->creq, s->entries[i].name, s->entries[i].name_len);
     buf_putc(&s->creq, ':');
-    if (s->shdr.len > 0) buf_putc(&s->shdr, ';');
+    if (s->shdr.b.len > 0) buf_putc(&s->shdr, ';');
     put_lower(&s->shdr, s->entries[i].name, s->entries[i].name_len);
     for (; j < count && same_name(&s->entries[i], &s->entries[j]); j++) {
       if (j > i) buf_putc(&s->creq, ',');
@@ -835,7 +824,7 @@ int kn_sigv4_sign(kn_sigv4_signer *s, const kn_sigv4_request *req,
     i = j;
   }
   buf_putc(&s->creq, '\n');
-  buf_put(&s->creq, s->shdr.data, s->shdr.len);
+  buf_put(&s->creq, s->shdr.b.data, s->shdr.b.len);
   buf_putc(&s->creq, '\n');
   buf_puts(&s->creq, out->payload_hash);
   rc = KN_SIGV4_ENOMEM;
@@ -848,12 +837,12 @@ int kn_sigv4_sign(kn_sigv4_signer *s, const kn_sigv4_request *req,
   buf_putc(&s->scope, '/');
   buf_put(&s->scope, req->service, req->service_len);
   buf_puts(&s->scope, "/aws4_request");
-  if ((rc = s_sha256(s, s->creq.data, s->creq.len, digest)) != KN_SIGV4_OK) goto cleanup;
+  if ((rc = s_sha256(s, s->creq.b.data, s->creq.b.len, digest)) != KN_SIGV4_OK) goto cleanup;
   kn_hex_encode(digest, sizeof digest, hex);
   buf_puts(&s->sts, KN_ALGORITHM "\n");
   buf_put(&s->sts, out->amz_date, 16);
   buf_putc(&s->sts, '\n');
-  buf_put(&s->sts, s->scope.data, s->scope.len);
+  buf_put(&s->sts, s->scope.b.data, s->scope.b.len);
   buf_putc(&s->sts, '\n');
   buf_put(&s->sts, hex, sizeof hex);
   rc = KN_SIGV4_ENOMEM;
@@ -861,32 +850,32 @@ int kn_sigv4_sign(kn_sigv4_signer *s, const kn_sigv4_request *req,
 
   /* Signature and Authorization. */
   if ((rc = signing_key(s, req, out->amz_date, key)) != KN_SIGV4_OK) goto cleanup;
-  if ((rc = s_hmac(s, key, sizeof key, s->sts.data, s->sts.len, digest)) != KN_SIGV4_OK)
+  if ((rc = s_hmac(s, key, sizeof key, s->sts.b.data, s->sts.b.len, digest)) != KN_SIGV4_OK)
     goto cleanup;
   kn_hex_encode(digest, sizeof digest, out->signature);
   out->signature[2 * KN_SHA256_LEN] = '\0';
   buf_puts(&s->auth, KN_ALGORITHM " Credential=");
   buf_put(&s->auth, req->access_key, req->access_key_len);
   buf_putc(&s->auth, '/');
-  buf_put(&s->auth, s->scope.data, s->scope.len);
+  buf_put(&s->auth, s->scope.b.data, s->scope.b.len);
   buf_puts(&s->auth, ", SignedHeaders=");
-  buf_put(&s->auth, s->shdr.data, s->shdr.len);
+  buf_put(&s->auth, s->shdr.b.data, s->shdr.b.len);
   buf_puts(&s->auth, ", Signature=");
   buf_put(&s->auth, out->signature, 2 * KN_SHA256_LEN);
   rc = KN_SIGV4_ENOMEM;
   if (s->auth.failed) goto cleanup;
 
   memcpy(out->signing_key, key, sizeof key);
-  out->credential_scope = s->scope.data;
-  out->credential_scope_len = s->scope.len;
-  out->signed_headers = s->shdr.data;
-  out->signed_headers_len = s->shdr.len;
-  out->authorization = s->auth.data;
-  out->authorization_len = s->auth.len;
-  out->canonical_request = s->creq.data;
-  out->canonical_request_len = s->creq.len;
-  out->string_to_sign = s->sts.data;
-  out->string_to_sign_len = s->sts.len;
+  out->credential_scope = s->scope.b.data;
+  out->credential_scope_len = s->scope.b.len;
+  out->signed_headers = s->shdr.b.data;
+  out->signed_headers_len = s->shdr.b.len;
+  out->authorization = s->auth.b.data;
+  out->authorization_len = s->auth.b.len;
+  out->canonical_request = s->creq.b.data;
+  out->canonical_request_len = s->creq.b.len;
+  out->string_to_sign = s->sts.b.data;
+  out->string_to_sign_len = s->sts.b.len;
   rc = KN_SIGV4_OK;
 
 cleanup:

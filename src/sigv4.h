@@ -11,6 +11,8 @@
 
 #include <openssl/evp.h>
 
+#include "buf.h"
+
 #define KN_SHA256_LEN 32
 
 enum {
@@ -79,10 +81,9 @@ typedef struct kn_sigv4_result {
   const char *string_to_sign;    size_t string_to_sign_len;
 } kn_sigv4_result;
 
-/* Growable byte buffer owned by a signer; `failed` is sticky after ENOMEM. */
+/* A kn_buf owned by a signer; `failed` is sticky after ENOMEM. */
 typedef struct kn_sigv4_buf {
-  char *data;
-  size_t len, cap;
+  kn_buf b;
   int failed;
 } kn_sigv4_buf;
 

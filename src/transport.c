@@ -5,6 +5,7 @@
  * callbacks only append to buffers owned by the transport; callers pull the
  * result afterwards. Functions that acquire resources exit through cleanup. */
 #include "transport.h"
+#include "buf.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -22,11 +23,6 @@
 #define KN_BODY_KEEP      (1u << 20)   /* keep a body buffer this big across requests */
 #define KN_RESERVE_MAX    (64u << 20)  /* trust Content-Length up to this for one allocation */
 #define KN_RECV_BUFFER    65536L
-
-typedef struct kn_buf {
-  char *data;
-  size_t len, cap;
-} kn_buf;
 
 typedef struct kn_hdr_span {
   size_t name_off, name_len, value_off, value_len;
@@ -80,42 +76,6 @@ struct kn_multi {
   kn_transport *ready_head, *ready_tail;  /* streams with news */
   size_t running;
 };
-
-/* ---- byte buffers ---------------------------------------------------- */
-
-static int buf_reserve(kn_buf *b, size_t extra)
-{
-  size_t need, cap;
-  char *p;
-  if (extra > SIZE_MAX - b->len) return -1;
-  need = b->len + extra;
-  if (need <= b->cap) return 0;
-  cap = b->cap ? b->cap : 16384;
-  while (cap < need) {
-    if (cap > SIZE_MAX / 2) { cap = need; break; }
-    cap *= 2;
-  }
-  p = realloc(b->data, cap);
-  if (p == NULL) return -1;
-  b->data = p;
-  b->cap = cap;
-  return 0;
-}
-
-static int buf_append(kn_buf *b, const char *s, size_t n)
-{
-  if (buf_reserve(b, n) != 0) return -1;
-  if (n > 0) memcpy(b->data + b->len, s, n);
-  b->len += n;
-  return 0;
-}
-
-static void buf_free(kn_buf *b)
-{
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
 
 /* ---- validation ------------------------------------------------------ */
 
@@ -204,7 +164,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     t->paused = 1;
     return CURL_WRITEFUNC_PAUSE;
   }
-  if (buf_append(&t->body, ptr, n) != 0) {
+  if (kn_buf_append(&t->body, ptr, n) != 0) {
     t->oom = 1;
     return 0;               /* makes curl fail with CURLE_WRITE_ERROR */
   }
@@ -214,7 +174,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 
 static void reset_headers(kn_transport *t)
 {
-  t->hdr_bytes.len = 0;
+  kn_buf_reset(&t->hdr_bytes);
   t->nhdrs = 0;
 }
 
@@ -252,7 +212,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
         && cl > 0 && (unsigned long long)cl <= KN_RESERVE_MAX
-        && t->body.len == 0 && buf_reserve(&t->body, (size_t)cl) != 0) {
+        && t->body.len == 0 && kn_buf_reserve(&t->body, (size_t)cl) != 0) {
       t->oom = 1;
       return 0;
     }
@@ -263,8 +223,8 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     if (t->nhdrs > 0) {
       kn_hdr_span *last = &t->hdrs[t->nhdrs - 1];
       while (len > 0 && is_ows(*line)) { line++; len--; }
-      if (buf_append(&t->hdr_bytes, " ", 1) != 0
-          || buf_append(&t->hdr_bytes, line, len) != 0) {
+      if (kn_buf_append(&t->hdr_bytes, " ", 1) != 0
+          || kn_buf_append(&t->hdr_bytes, line, len) != 0) {
         t->oom = 1;
         return 0;
       }
@@ -290,10 +250,10 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     span = &t->hdrs[t->nhdrs];
     span->name_off = t->hdr_bytes.len;
     span->name_len = name_len;
-    if (buf_append(&t->hdr_bytes, line, name_len) != 0) { t->oom = 1; return 0; }
+    if (kn_buf_append(&t->hdr_bytes, line, name_len) != 0) { t->oom = 1; return 0; }
     span->value_off = t->hdr_bytes.len;
     span->value_len = vlen;
-    if (buf_append(&t->hdr_bytes, line + voff, vlen) != 0) { t->oom = 1; return 0; }
+    if (kn_buf_append(&t->hdr_bytes, line + voff, vlen) != 0) { t->oom = 1; return 0; }
     t->nhdrs++;
   }
   return n;
@@ -325,7 +285,7 @@ fail:
 
 static void clear_response(kn_transport *t)
 {
-  t->body.len = 0;
+  kn_buf_reset(&t->body);
   t->head_ready = 0;
   t->paused = 0;
   reset_headers(t);
@@ -341,8 +301,8 @@ static void clear_response(kn_transport *t)
 void kn_transport_clear(kn_transport *t)
 {
   clear_response(t);
-  if (t->body.cap > KN_BODY_KEEP) buf_free(&t->body);
-  if (t->hdr_bytes.cap > KN_BODY_KEEP) buf_free(&t->hdr_bytes);
+  if (t->body.cap > KN_BODY_KEEP) kn_buf_free(&t->body);
+  if (t->hdr_bytes.cap > KN_BODY_KEEP) kn_buf_free(&t->hdr_bytes);
 }
 
 void kn_transport_free(kn_transport *t)
@@ -351,8 +311,8 @@ void kn_transport_free(kn_transport *t)
   if (t->multi != NULL) kn_multi_remove(t->multi, t);
   curl_easy_cleanup(t->easy);
   curl_slist_free_all(t->slist);
-  buf_free(&t->body);
-  buf_free(&t->hdr_bytes);
+  kn_buf_free(&t->body);
+  kn_buf_free(&t->hdr_bytes);
   free(t->hdrs);
   free(t->cafile_copy);
   free(t);
@@ -411,7 +371,7 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
   /* reset first: the handle must not keep pointing at the old header list */
   curl_easy_reset(e);
   clear_response(t);
-  if (t->body.cap > KN_BODY_KEEP) buf_free(&t->body);
+  if (t->body.cap > KN_BODY_KEEP) kn_buf_free(&t->body);
   curl_slist_free_all(t->slist);
   t->slist = NULL;
   t->stream = req->stream != 0;
@@ -812,7 +772,7 @@ const char *kn_transport_stream_peek(const kn_transport *t, size_t *len)
 
 void kn_transport_stream_consume(kn_transport *t)
 {
-  t->body.len = 0;
+  kn_buf_reset(&t->body);
   if (t->paused && t->state == KN_RUNNING) {
     t->paused = 0;
     /* may call on_body at once with the piece it kept (which may pause
