@@ -9,6 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/opensslv.h>
+
+/* EVP_MAC_fetch, EVP_Q_mac and OSSL_PARAM (sigv4.c) came with OpenSSL 3.0;
+ * say so before the first missing declaration does (LibreSSL lacks them too). */
+#if !defined(OPENSSL_VERSION_NUMBER) || OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "OpenSSL 3.0 or newer is required (libcrypto's EVP_MAC_fetch and EVP_Q_mac)"
+#endif
+
 #include <openssl/evp.h>
 
 #include "buf.h"
