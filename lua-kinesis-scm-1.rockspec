@@ -64,7 +64,10 @@ build = {
     ["kinesis.validate"] = "lua/kinesis/validate.lua",
     ["kinesis.transport.curl"] = "lua/kinesis/transport/curl.lua",
     ["kinesis.subscribe"] = "lua/kinesis/subscribe.lua",
-    ["kinesis.ngx_runtime"] = "lua/kinesis/ngx_runtime.lua",
+    ["kinesis.runtime"] = "lua/kinesis/runtime/init.lua",
+    ["kinesis.runtime.loop"] = "lua/kinesis/runtime/loop.lua",
+    ["kinesis.runtime.nginx"] = "lua/kinesis/runtime/nginx.lua",
+    ["kinesis.runtime.task"] = "lua/kinesis/runtime/task.lua",
     ["kinesis.transport.cosocket"] = "lua/kinesis/transport/cosocket.lua",
   },
 }

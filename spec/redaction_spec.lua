@@ -74,6 +74,23 @@ if scenario == "server-echo" then
   print("client " .. tostring(c))
   dump("client_config_tostring", tostring(c.config))
   c:close()
+elseif scenario == "subscribe-echo" then
+  -- a 403 before the event stream starts, quoting the canonical request
+  local c = client(static)
+  local params = { ConsumerARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s/consumer/c:1",
+                   ShardId = "shardId-000000000000", StartingPosition = { Type = "TRIM_HORIZON" } }
+  for ev, err in c:subscribe_to_shard(params) do
+    print("subscribe_to_shard event " .. tostring(ev))
+    dump("sub_echo", err)
+    print("sub_echo tostring " .. tostring(err))
+  end
+  for ev, err in c:subscribe(params) do
+    print("subscribe event " .. tostring(ev))
+    dump("resub_echo", err)
+    print("resub_echo tostring " .. tostring(err))
+    break
+  end
+  c:close()
 elseif scenario == "header-injection" then
   for i, bad in ipairs { token .. "\r\nX-Injected: yes", token .. "\nX-Injected: yes",
                          token .. "\0tail", token .. "\rX" } do
@@ -207,6 +224,27 @@ describe("secrets in error messages, tostring and output", function()
     -- the request really carried the token (so the echo was a real leak risk)
     local reqs = stub:requests()
     assert.equal(TOKEN, reqs[1].headers["x-amz-security-token"])
+    assert_no_secret(out)
+  end)
+
+  -- issue 11, finding 1: the pre-stream error path of SubscribeToShard
+  -- built its error without the redactor
+  it("SubscribeToShard answered 403 before the stream starts, echoing the token", function()
+    local echo = ("The request signature we calculated does not match the signature you provided. "
+      .. "The Canonical String for this request should have been 'POST\n/\n\n"
+      .. "host:127.0.0.1\nx-amz-date:20260101T000000Z\nx-amz-security-token:%s\n'"):format(TOKEN)
+    local answer = { status = 403, headers = { ["Content-Type"] = "application/x-amz-json-1.1",
+                                               ["x-amzn-RequestId"] = "req-sub-echo" },
+                     body = cjson.encode { __type = "InvalidSignatureException", message = echo } }
+    stub:queue { answer, answer, answer, answer }
+    local out = run("subscribe-echo")
+    assert.truthy(out:find("sub_echo.code = InvalidSignatureException", 1, true), out)
+    assert.truthy(out:find("resub_echo.code = InvalidSignatureException", 1, true), out)
+    assert.truthy(out:find("sub_echo.message = The request signature", 1, true), out)
+    assert.truthy(out:find("x-amz-security-token:<redacted>", 1, true), out)
+    local reqs = stub:requests()
+    assert.equal(TOKEN, reqs[1].headers["x-amz-security-token"])
+    assert.equal("Kinesis_20131202.SubscribeToShard", reqs[1].headers["x-amz-target"])
     assert_no_secret(out)
   end)
 

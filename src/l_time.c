@@ -1,6 +1,7 @@
-/* l_time.c - a monotonic clock and a blocking sleep for plain Lua, which has
- * neither. The scheduler and the retry/waiter backoff use them outside
- * kinesis.run; inside it they yield instead, and inside nginx ngx.sleep. */
+/* l_time.c - a monotonic clock, the wall clock with sub-second precision
+ * and a blocking sleep for plain Lua, which has none of them. kinesis.runtime
+ * uses them outside kinesis.run; inside it it yields instead, and inside
+ * nginx it uses ngx.sleep. */
 #include <errno.h>
 #include <time.h>
 
@@ -10,6 +11,15 @@ static int l_monotime(lua_State *L)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* seconds since the epoch with fraction (os.time() has whole seconds) */
+static int l_walltime(lua_State *L)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
   lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
   return 1;
 }
@@ -30,6 +40,8 @@ int kn_open_time(lua_State *L)
 {
   lua_pushcfunction(L, l_monotime);
   lua_setfield(L, -2, "monotime");
+  lua_pushcfunction(L, l_walltime);
+  lua_setfield(L, -2, "walltime");
   lua_pushcfunction(L, l_sleep);
   lua_setfield(L, -2, "sleep");
   return 0;

@@ -11,8 +11,10 @@ local errors = require "kinesis.errors"
 local core = require "kinesis.core"
 local retry = require "kinesis.retry"
 local credentials = require "kinesis.credentials"
+local runtime = require "kinesis.runtime"
 
-local format, type, tostring, pairs, setmetatable = string.format, type, tostring, pairs, setmetatable
+local format, type, tostring, pairs, ipairs, setmetatable, error =
+  string.format, type, tostring, pairs, ipairs, setmetatable, error
 local floor, abs = math.floor, math.abs
 local getenv = os.getenv
 
@@ -31,6 +33,14 @@ M.operations = by_name
 local Client = {}
 Client.__index = Client
 Client.__name = "kinesis.client"
+
+-- client.put_record{...} (a dot instead of a colon) passes the parameters
+-- as self: say so instead of failing inside the pipeline
+local function check_self(self, method)
+  if type(self) ~= "table" or self.build_request ~= Client.build_request then
+    error(format("kinesis: call methods with a colon: client:%s(...), not client.%s(...)", method, method), 3)
+  end
+end
 
 --- Splits an endpoint URL into scheme, host, port and the Host header value.
 local function parse_endpoint(url)
@@ -122,8 +132,7 @@ function Client:transport()
   local spec = self.config.transport
   if spec == nil then
     -- inside nginx the cosocket transport; the blocking one everywhere else
-    local ngx = rawget(_G, "ngx")
-    spec = (type(ngx) == "table" and type(ngx.socket) == "table") and "cosocket" or "curl"
+    spec = runtime.default_transport()
   end
   if type(spec) == "table" then
     t = spec
@@ -191,8 +200,7 @@ function Client:send(op, req)
   end
   local meta = { status = resp.status, request_id = resp.headers and resp.headers["x-amzn-requestid"] }
   if resp.status < 200 or resp.status >= 300 then
-    local err = errors.from_response(op.name, resp)
-    err.message = self.credential_provider:redact(err.message)   -- servers echo the canonical request
+    local err = errors.from_response(op.name, resp, self.credential_provider)
     err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
     return nil, err, meta
   end
@@ -205,6 +213,7 @@ end
 
 --- Calls operation `name` (API name or snake_case) with `params`.
 function Client:call(name, params)
+  check_self(self, "call")
   local op = by_name[name]
   if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
   if params ~= nil and type(params) ~= "table" then
@@ -309,7 +318,9 @@ function M.parse_http_date(s)
 end
 
 for name, op in pairs(operations) do
-  Client[op.method] = function(self, params)
+  local method = op.method
+  Client[method] = function(self, params)
+    check_self(self, method)
     return self:call(name, params)
   end
 end
@@ -318,16 +329,19 @@ end
 -- opts: event_timeout (seconds of silence before a Timeout), buffer (bytes
 -- held unread before the transfer pauses)
 function Client:subscribe_to_shard(params, opts)
+  check_self(self, "subscribe_to_shard")
   return require("kinesis.subscribe").subscribe_to_shard(self, params, opts)
 end
 
 --- Keeps reading a shard across subscription ends (kinesis.subscribe).
 function Client:subscribe(params, opts)
+  check_self(self, "subscribe")
   return require("kinesis.subscribe").subscribe(self, params, opts)
 end
 
 --- Iterator over the response pages of a paginated operation.
 function Client:pages(name, params)
+  check_self(self, "pages")
   local op = by_name[name]
   if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
   return require("kinesis.paging").pages(self, op, params)
@@ -335,6 +349,7 @@ end
 
 --- Iterator over the items (shards, streams, consumers, tags, channels).
 function Client:items(name, params)
+  check_self(self, "items")
   local op = by_name[name]
   if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
   return require("kinesis.paging").items(self, op, params)
@@ -342,14 +357,14 @@ end
 
 --- Waits until a waiter's success state; see kinesis.waiters.
 function Client:wait(name, params, opts)
+  check_self(self, "wait")
   return require("kinesis.waiters").wait(self, name, params, opts)
 end
 
 --- The sleep and clock functions for the calling context: yielding inside
--- kinesis.run, blocking outside.
+-- kinesis.run and nginx, blocking outside (kinesis.runtime).
 function Client:runtime()
-  local sched = require "kinesis.scheduler"
-  return sched.sleep, sched.now
+  return runtime.sleep, runtime.now
 end
 
 function Client:close()
@@ -366,17 +381,128 @@ end
 -- The credential providers' HTTP (IMDS, container, STS): cosockets inside
 -- nginx, curl elsewhere.
 local function credential_transport(topts)
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and type(ngx.socket) == "table" then
-    return require("kinesis.transport.cosocket").new(topts)
+  return require("kinesis.transport." .. runtime.default_transport()).new(topts)
+end
+
+---------------------------------------------------------------- configuration
+-- Every option of kinesis.new and the type it takes: an unknown key or a
+-- wrong type is refused at kinesis.new (ConfigError naming the key), as an
+-- unknown request member is refused before a request is sent.
+
+local function config_error(message)
+  return errors.new { kind = "validation", code = "ConfigError", message = message }
+end
+
+local function one_of(...)
+  local allowed = { ... }
+  return function(v)
+    for _, a in ipairs(allowed) do if v == a then return true end end
+    local names = {}
+    for i, a in ipairs(allowed) do names[i] = format("%q", a) end
+    return false, "must be one of " .. table.concat(names, ", ")
   end
-  return require("kinesis.transport.curl").new(topts)
+end
+
+local function typed(...)
+  local types = { ... }
+  return function(v)
+    for _, t in ipairs(types) do if type(v) == t then return true end end
+    return false, "must be a " .. table.concat(types, " or a ") .. " (got " .. type(v) .. ")"
+  end
+end
+
+local function seconds(v)
+  if type(v) ~= "number" or v ~= v or v < 0 then return false, "must be a number of seconds >= 0" end
+  return true
+end
+
+local function fields_of(spec, what)
+  return function(v)
+    if type(v) ~= "table" then return false, "must be a table (got " .. type(v) .. ")" end
+    for k, x in pairs(v) do
+      local check = spec[k]
+      if not check then
+        local names = {}
+        for n in pairs(spec) do names[#names + 1] = n end
+        table.sort(names)
+        return false, format("has an unknown key %s (%s takes %s)", tostring(k), what, table.concat(names, ", "))
+      end
+      local ok, why = check(x)
+      if not ok then return false, why, tostring(k) end
+    end
+    return true
+  end
+end
+
+local CONFIG = {
+  region = typed("string"),
+  endpoint = function(v)
+    if v == false or type(v) == "string" then return true end
+    return false, "must be a URL string (got " .. type(v) .. ")"
+  end,
+  credentials = typed("table", "function"),
+  profile = typed("string"),
+  retry = fields_of({
+    mode = one_of("standard", "adaptive", "off"), max_attempts = typed("number"),
+    base = seconds, max_backoff = seconds,
+  }, "retry"),
+  timeout = fields_of({ connect = seconds, request = seconds, total = seconds, event = seconds }, "timeout"),
+  transport = function(v)
+    if v == "curl" or v == "cosocket" then return true end
+    if type(v) == "table" and type(v.send) == "function" then return true end
+    return false, "must be \"curl\", \"cosocket\" or a table with a send function"
+  end,
+  verify = typed("boolean"),
+  cafile = typed("string"),
+  pool = function(v)
+    if v == false or type(v) == "table" then return true end
+    return false, "must be a table or false"
+  end,
+  clock = typed("function"),
+  use_fips = typed("boolean"),
+  use_dualstack = typed("boolean"),
+  account_id = typed("string"),
+  account_id_endpoint_mode = one_of("preferred", "required", "disabled"),
+  imds_v1_fallback = typed("boolean"),
+  log = function(v)
+    if v == false or type(v) == "function" or v == "debug" then return true end
+    return false, "must be a function receiving event tables, \"debug\" or false"
+  end,
+}
+M.CONFIG = CONFIG
+
+--- Checks a kinesis.new configuration: true, or nil, err (ConfigError).
+function M.check_config(cfg, extra)
+  if type(cfg) ~= "table" then
+    return nil, config_error("kinesis.new expects a table of options (got " .. type(cfg) .. ")")
+  end
+  for k, v in pairs(cfg) do
+    local check = CONFIG[k] or (extra and extra[k])
+    if not check then
+      local names = {}
+      for n in pairs(CONFIG) do names[#names + 1] = n end
+      if extra then for n in pairs(extra) do names[#names + 1] = n end end
+      table.sort(names)
+      local err = config_error(format("unknown option %s (options: %s)", tostring(k), table.concat(names, ", ")))
+      err.field = tostring(k)
+      return nil, err
+    end
+    local ok, why, sub = check(v)
+    if not ok then
+      local field = sub and (tostring(k) .. "." .. sub) or tostring(k)
+      local err = config_error(format("option %s %s", field, why))
+      err.field = field
+      return nil, err
+    end
+  end
+  return true
 end
 
 --- Creates a client. See README "Configuration" for every option.
 function M.new(cfg)
   cfg = cfg or {}
-  if type(cfg) ~= "table" then error("kinesis.new expects a table", 2) end
+  local valid, cerr = M.check_config(cfg)
+  if not valid then return nil, cerr end
   local region = resolve_region(cfg) or credentials.region_from_profile(cfg.profile)
   local url = cfg.endpoint
   if not url and not env_truthy("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") then
@@ -402,9 +528,6 @@ function M.new(cfg)
     end
   end
   local timeouts = cfg.timeout or {}
-  if type(timeouts) ~= "table" then
-    return nil, errors.new { kind = "validation", code = "ConfigError", message = "timeout must be a table" }
-  end
   local policy, rerr = retry.new(cfg.retry, core.monotime)
   if not policy then
     return nil, errors.new { kind = "validation", code = "ConfigError", message = rerr }

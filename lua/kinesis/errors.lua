@@ -1,12 +1,14 @@
 -- kinesis.errors - the one error model: every failure an operation returns
 -- is a table {kind, code, message, status, request_id, retryable, op} with
--- __tostring. kind is "validation" | "aws" | "transport" | "protocol".
+-- __tostring. kind is "validation" | "aws" | "transport" | "protocol" |
+-- "waiter". Every AWS error, whatever the service or path, is built by
+-- M.aws, which takes the redactor: a new path cannot forget the secrets.
 -- AWS error bodies follow the awsJson1_1 rules: the code comes from the
 -- X-Amzn-ErrorType header or `__type`, cut at ':' and after '#'.
 
 local cjson = require "cjson"
 
-local format, type, tostring, setmetatable = string.format, type, tostring, setmetatable
+local format, type, tostring, setmetatable, error, pcall = string.format, type, tostring, setmetatable, error, pcall
 
 local M = {}
 
@@ -67,8 +69,41 @@ local function clean_code(code)
 end
 M.clean_code = clean_code
 
---- Builds the error for a non-2xx HTTP response.
-function M.from_response(op, resp)
+-- A redactor is a function(text) -> text, an object with :redact(text)
+-- (a credential chain), or false where no secret can reach the message.
+local function redactor_of(redact)
+  if type(redact) == "function" then return redact end
+  if type(redact) == "table" and type(redact.redact) == "function" then
+    return function(text) return redact:redact(text) end
+  end
+  if redact == false then return nil end
+  error("kinesis.errors.aws: a redactor is required (a function, a credential chain, or false)", 3)
+end
+
+--- The one constructor of an AWS error, for every service and every path
+-- (an HTTP answer, an in-stream exception, an STS or SSO answer): fields
+-- { op, code, message, status, request_id, ... }; the message goes through
+-- `redact`, since services quote the signed request (session token
+-- included) back in signature errors. retryable/throttling follow the code
+-- and the status unless the caller set them.
+function M.aws(fields, redact)
+  local r = redactor_of(redact)
+  local code = fields.code
+  local status = fields.status
+  fields.kind = "aws"
+  if type(fields.message) ~= "string" then fields.message = "" end
+  if r and fields.message ~= "" then fields.message = r(fields.message) end
+  if fields.throttling == nil then fields.throttling = THROTTLING[code] or false end
+  if fields.retryable == nil then
+    fields.retryable = (THROTTLING[code] or TRANSIENT[code]
+      or status == 500 or status == 502 or status == 503 or status == 504) and true or false
+  end
+  return M.new(fields)
+end
+
+--- Builds the error for a non-2xx HTTP response with a JSON error body
+-- (awsJson1_0/1_1, restJson1); `redact` as for M.aws.
+function M.from_response(op, resp, redact)
   local h = resp.headers or {}
   local status = resp.status
   local body = resp.body or ""
@@ -85,13 +120,10 @@ function M.from_response(op, resp)
     message = body:sub(1, 200):gsub("[%c]+", " ")
   end
   code = code or STATUS_CODE[status] or ("Http" .. tostring(status))
-  local retryable = THROTTLING[code] or TRANSIENT[code]
-    or status == 500 or status == 502 or status == 503 or status == 504 or false
-  return M.new {
-    kind = "aws", code = code, message = message or "", status = status,
-    request_id = h["x-amzn-requestid"], retryable = retryable and true or false,
-    throttling = THROTTLING[code] or false, op = op,
-  }
+  return M.aws({
+    code = code, message = message or "", status = status,
+    request_id = h["x-amzn-requestid"], op = op,
+  }, redact)
 end
 
 --- Builds a transport error from the transport's {code, message}.

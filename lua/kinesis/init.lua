@@ -6,16 +6,17 @@
 local client = require "kinesis.client"
 local core = require "kinesis.core"
 
-local scheduler = require "kinesis.scheduler"
+local runtime = require "kinesis.runtime"
 
 local M = {
   _VERSION = core._VERSION,
   new = client.new,
   operations = client.operations,
-  run = scheduler.run,
-  spawn = scheduler.spawn,
-  sleep = scheduler.sleep,
-  wait_all = scheduler.wait_all,
+  run = runtime.run,
+  spawn = runtime.spawn,
+  sleep = runtime.sleep,
+  wait_all = runtime.wait_all,
+  now = runtime.now,
 }
 
 -- hash keys and shard maps (C core through kinesis.shards)
@@ -24,7 +25,6 @@ M.hash_key = shards.hash_key
 M.shard_map = shards.shard_map
 M.split_point = shards.split_point
 M.even_ranges = shards.even_ranges
-require("kinesis.validate").u128_check = shards.u128_check
 
 -- KPL-compatible aggregation (C codec through kinesis.kpl)
 local kpl = require "kinesis.kpl"

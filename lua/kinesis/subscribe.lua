@@ -80,17 +80,14 @@ local function stream_exception(self, msg)
     message = h[":error-message"]
   end
   code = errors.clean_code(type(code) == "string" and code or nil) or "UnknownEventStreamError"
-  -- a service may quote the request back: keep the credentials out
-  local provider = self.client and self.client.credential_provider
-  if message and provider then message = provider:redact(message) end
-  return errors.new {
-    kind = "aws", code = code, message = message or "", op = op.name,
+  -- a service may quote the request back: errors.aws keeps the credentials out
+  local client = self.client
+  return errors.aws({
+    code = code, message = message or "", op = op.name,
     status = self.response and self.response.status,
     request_id = self.response and self.response.request_id,
-    retryable = (errors.THROTTLING[code] or errors.TRANSIENT[code]) and true or false,
-    throttling = errors.THROTTLING[code] or false,
     in_stream = true,
-  }
+  }, client and client.credential_provider or false)
 end
 
 ---------------------------------------------------------------- one subscription
@@ -161,7 +158,7 @@ local function start(self)
     end
     local aerr = errors.from_response(op.name, {
       status = head.status, headers = head.headers, body = table.concat(parts),
-    })
+    }, client.credential_provider)
     return nil, aerr
   end
   self.decoder = core.es_decoder()

@@ -92,8 +92,9 @@ local function is_integer(v)
   return type(v) == "number" and v == floor(v) and v > -2^63 and v < 2^63
 end
 
--- hook for 128-bit decimal checks (set by kinesis.shards when present)
-M.u128_check = nil
+-- 128-bit decimal bounds of HashKey members: the C core's checker, always
+-- (the validation must not depend on which modules happen to be loaded)
+local u128_check = require("kinesis.core").u128_check
 
 local check
 
@@ -132,8 +133,8 @@ function check(shapes, sname, v)
     if shape.pattern and not pattern_of(shape)(v) then
       return fail("pattern", format("does not match the pattern %s", shape.pattern))
     end
-    if sname == "HashKey" and M.u128_check then
-      local ok, why = M.u128_check(v)
+    if sname == "HashKey" then
+      local ok, why = u128_check(v)
       if not ok then return fail("range", "is not a 128-bit hash key: " .. tostring(why)) end
     end
     return true

@@ -71,7 +71,12 @@ end
 -- and sleep/now (defaults from the client's runtime).
 function M.wait(client, name, params, opts)
   local w = WAITERS[name] or WAITERS[snake(name)]
-  if not w then error("kinesis: unknown waiter " .. tostring(name), 3) end
+  if not w then
+    local names = {}
+    for n in pairs(WAITERS) do names[#names + 1] = n end
+    table.sort(names)
+    error("kinesis: unknown waiter " .. tostring(name) .. " (waiters: " .. table.concat(names, ", ") .. ")", 3)
+  end
   opts = opts or {}
   local min_delay = opts.min_delay or opts.delay or w.min_delay
   local max_delay = max(opts.max_delay or w.max_delay, min_delay)

@@ -266,4 +266,26 @@ end
 
 peers.alive = alive
 
+--- A client of the library under test for `srv` (a started peer): its
+-- endpoint, the test region and credentials, and `extra` options on top
+-- (false removes a default). Raises when the configuration is refused.
+function peers.client(srv, extra)
+  local cfg = { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials }
+  for k, v in pairs(extra or {}) do
+    if v == false and k ~= "endpoint" and k ~= "verify" and k ~= "pool" and k ~= "log" then v = nil end
+    cfg[k] = v
+  end
+  local c, err = require("kinesis").new(cfg)
+  if not c then error("peers.client: " .. tostring(err), 2) end
+  return c
+end
+
+--- The whole content of a file (binary), or raises.
+function peers.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 return peers

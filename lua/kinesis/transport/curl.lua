@@ -15,9 +15,10 @@
 --   st:close()
 --   t:close()
 local curl = require "kinesis.curl"
+local runtime = require "kinesis.runtime"
 
-local type, setmetatable, ipairs, pcall, tostring = type, setmetatable, ipairs, pcall, tostring
-local rawget, select = rawget, select
+local type, setmetatable, ipairs, pcall, tostring, error = type, setmetatable, ipairs, pcall, tostring, error
+local rawget = rawget
 
 local M = { name = "curl" }
 
@@ -26,15 +27,9 @@ Transport.__index = Transport
 
 -- Inside nginx only the init phases may block: anywhere else (request
 -- phases and timers alike) a blocking call stalls every request the worker
--- serves, and cosockets are available there.
+-- serves, and cosockets are available there (kinesis.runtime decides).
 local function nginx_phase()
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and type(ngx.get_phase) == "function" then
-    local phase = ngx.get_phase()
-    if phase ~= "init" and phase ~= "init_worker" then
-      return phase
-    end
-  end
+  if runtime.must_not_block() then return runtime.phase() end
   return nil
 end
 
@@ -75,20 +70,62 @@ local function acquire(self)
   return curl.easy(self.easy_opts)
 end
 
+-- The run's poller: one curl multi handle per kinesis.run, registered with
+-- the runtime's loop, which asks it to wait while a request is in flight or
+-- a stream reader is parked; it wakes the key of each transfer with news.
+local function run_poller()
+  local state = runtime.run_state()
+  local p = state.curl_poller
+  if p then return p end
+  local multi = curl.multi()
+  local keys = {}          -- transfer id -> the key its task is parked on
+  p = { multi = multi, keys = keys, inflight = 0, stream_waiting = 0 }
+  function p.pending() return p.inflight > 0 or p.stream_waiting > 0 end
+  function p.wait(timeout)
+    local done, err = multi:wait(timeout)
+    if not done then error("kinesis.run: " .. tostring(err and err.message or err), 0) end
+    for i = 1, #done do
+      local d = done[i]
+      local key = keys[d.id]
+      if key then
+        if d.stream then
+          runtime.wake(key, "news")
+        else
+          keys[d.id] = nil
+          p.inflight = p.inflight - 1
+          runtime.wake(key, d.resp, d.err)
+        end
+      end
+    end
+  end
+  function p.close() multi:close() end
+  state.curl_poller = p
+  runtime.add_poller(p)
+  return p
+end
+
 -- send(request) -> response | nil, err; same tables as kinesis.curl's h:send.
 function Transport:send(req)
   local phase = nginx_phase()
   if phase then
     return nil, refusal(phase)
   end
-  local sched = package.loaded["kinesis.scheduler"]
-  if sched and sched.current_task() then
+  if runtime.current_task() then
     -- a task of kinesis.run: hand the request to the run's multi handle
-    -- and yield until it completes
+    -- and park until it completes
+    local p = run_poller()
     local h = acquire(self)
-    local resp, err = sched.await_http(h, req)
+    local id, err = p.multi:add(h, req)
+    if not id then
+      self.idle[#self.idle + 1] = h
+      return nil, err
+    end
+    local key = {}
+    p.keys[id] = key
+    p.inflight = p.inflight + 1
+    local _, resp, rerr = runtime.park(key)
     self.idle[#self.idle + 1] = h
-    return resp, err
+    return resp, rerr
   end
   return self.handle:send(req)
 end
@@ -149,8 +186,13 @@ end
 
 -- Waits (yielding inside a run) until the multi reports news or `seconds` pass.
 local function wait(self, seconds)
-  if self.sched and self.sched.current_task() then
-    self.sched.await_stream(self.id, seconds)
+  local p = self.poller
+  if p and runtime.current_task() then
+    p.keys[self.id] = self.key
+    p.stream_waiting = p.stream_waiting + 1
+    runtime.park(self.key, seconds)
+    p.stream_waiting = p.stream_waiting - 1
+    p.keys[self.id] = nil
   else
     local ok, events, err = pcall(self.multi.wait, self.multi, seconds)
     if not ok or not events then
@@ -217,12 +259,11 @@ function Transport:open_stream(req, opts)
   if phase then
     return nil, refusal(phase)
   end
-  local sched = package.loaded["kinesis.scheduler"]
-  local multi
-  if sched and sched.current_task() then
-    multi = sched.current_multi()
+  local poller, multi
+  if runtime.current_task() then
+    poller = run_poller()
+    multi = poller.multi
   else
-    sched = nil
     multi = self.stream_multi
     if not multi then
       multi = curl.multi()
@@ -236,7 +277,7 @@ function Transport:open_stream(req, opts)
     return nil, err
   end
   local st = setmetatable({ transport = self, multi = multi, id = id, handle = h,
-                            sched = sched, queue = {} }, Stream)
+                            poller = poller, key = {}, queue = {} }, Stream)
   if newproxy then
     local p = newproxy(true)
     getmetatable(p).__gc = function() release(st) end
