@@ -4,7 +4,7 @@
 -- secret values (static, environment, profile file, credential_process and
 -- container credentials; servers that echo the request's secrets back in
 -- their error answers, as AWS's signature-mismatch message does with the
--- canonical request); it prints tostring() of every error, client and
+-- canonical request), with KINESIS_LOG=debug; it prints tostring() of every error, client and
 -- credentials object and every string field of every error. The spec greps
 -- all of that output, stderr included, for the secrets, and checks that
 -- each scenario really produced the error it was meant to.
@@ -173,7 +173,9 @@ describe("secrets in error messages, tostring and output", function()
       "-u AWS_CONTAINER_CREDENTIALS_FULL_URI -u AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
       "-u AWS_CONTAINER_AUTHORIZATION_TOKEN -u AWS_WEB_IDENTITY_TOKEN_FILE",
       "-u AWS_SHARED_CREDENTIALS_FILE -u AWS_CONFIG_FILE",
-      "HOME=" .. sh_quote(home or (dir .. "/home")), "AWS_EC2_METADATA_DISABLED=true" }
+      "HOME=" .. sh_quote(home or (dir .. "/home")), "AWS_EC2_METADATA_DISABLED=true",
+      -- every event the client logs is part of the output searched
+      "KINESIS_LOG=debug" }
     for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
     local cmd = table.concat(parts, " ") .. " lua5.4 " .. sh_quote(child) .. " " .. sh_quote(scenario)
       .. " " .. sh_quote(stub.endpoint) .. " " .. sh_quote(SECRET) .. " " .. sh_quote(TOKEN)
@@ -221,6 +223,8 @@ describe("secrets in error messages, tostring and output", function()
     assert.truthy(out:find("html_echo.code = BadGateway", 1, true), out)
     assert.truthy(out:find("json_echo.kind = protocol", 1, true), out)
     assert.truthy(out:find("skew_echo.code = SignatureDoesNotMatch", 1, true), out)
+    -- the log lines were there to be searched
+    assert.truthy(out:find("event=response op=ListStreams attempt=1 status=400 code=InvalidSignatureException", 1, true), out)
     -- the request really carried the token (so the echo was a real leak risk)
     local reqs = stub:requests()
     assert.equal(TOKEN, reqs[1].headers["x-amz-security-token"])

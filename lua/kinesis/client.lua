@@ -12,6 +12,7 @@ local core = require "kinesis.core"
 local retry = require "kinesis.retry"
 local credentials = require "kinesis.credentials"
 local runtime = require "kinesis.runtime"
+local log = require "kinesis.log"
 
 local format, type, tostring, pairs, ipairs, setmetatable, error =
   string.format, type, tostring, pairs, ipairs, setmetatable, error
@@ -117,7 +118,17 @@ function Client:endpoint_for(op, params)
     self.endpoint_cache, self.endpoint_cache_size = {}, 1
   end
   self.endpoint_cache[key] = ep
+  if self.logger then
+    self.logger { event = "endpoint", op = op.name, url = ep.url, signing_region = ep.signing_region }
+  end
   return ep
+end
+
+--- Hands an event table to the configured logger (kinesis.log); a no-op
+-- when logging is off. Hot paths test self.logger before building events.
+function Client:log(ev)
+  local logger = self.logger
+  if logger then logger(ev) end
 end
 
 --- The current credentials from the provider chain (kinesis.credentials):
@@ -162,6 +173,14 @@ function Client:build_request(op, body, params)
     return nil, errors.new { kind = "validation", code = "EndpointError", message = tostring(eerr), op = op.name }
   end
   local creds, cerr = self.credential_provider:get()
+  if creds and creds ~= self.last_credentials then
+    -- first use or a refresh: say where they came from, never what they are
+    self.last_credentials = creds
+    if self.logger then
+      self.logger { event = "credentials", op = op.name, source = tostring(creds.source),
+                    expiration = creds.expiration }
+    end
+  end
   if not creds then
     if type(cerr) == "table" then
       cerr.op = op.name
@@ -263,9 +282,20 @@ function Client:attempts(op, body, params)
       req.timeout = self.timeouts.request and math.min(self.timeouts.request, left) or left
     end
     local out, meta
+    local logger, sent_at = self.logger, nil
+    if logger then
+      sent_at = now()
+      logger { event = "request", op = op.name, attempt = attempt, url = req.url, bytes = #body }
+    end
     out, err, meta = self:send(op, req)
     meta = meta or {}
     meta.attempts = attempt
+    if logger then
+      logger { event = "response", op = op.name, attempt = attempt, status = meta.status,
+               code = err and err.code or nil, request_id = meta.request_id,
+               ms = (now() - sent_at) * 1000 }
+      if err and err.throttling then logger { event = "throttle", op = op.name, code = err.code } end
+    end
     if policy.limiter then policy.limiter:update(err ~= nil and err.throttling == true) end
     if out then
       policy:release(cost)
@@ -279,6 +309,7 @@ function Client:attempts(op, body, params)
       if abs(offset - self.clock_offset) >= 60 then
         self.clock_offset = offset
         skew_fixed = true
+        if self.logger then self.logger { event = "clock_skew", op = op.name, offset = offset } end
         again = attempt < policy.max_attempts
       end
     end
@@ -292,6 +323,9 @@ function Client:attempts(op, body, params)
       cost = c
       local d = policy:delay(attempt)
       if total and now() - started + d >= total then return nil, err, meta end
+      if self.logger then
+        self.logger { event = "retry", op = op.name, attempt = attempt, reason = err.code, delay = d }
+      end
       sleep(d)
     end
   end
@@ -551,6 +585,7 @@ function M.new(cfg)
     return nil, errors.new { kind = "validation", code = "ConfigError", message = tostring(provider) }
   end
   self.credential_provider = provider
+  self.logger = log.new(cfg.log, provider)
   return self
 end
 

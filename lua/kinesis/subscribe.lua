@@ -397,7 +397,11 @@ function Renewal:next()
             retryable = true, message = format("%d subscriptions in a row ended without any event",
               self.failures) })
         end
-        sleep(self:backoff())
+        local d = self:backoff()
+        self:log("subscription_retry", "EmptySubscription", d)
+        sleep(d)
+      else
+        self:log("subscription_renewed", nil, 0)
       end
     elseif err.code == "ResourceInUseException" then
       -- another subscription holds this consumer and shard, maybe our own
@@ -406,17 +410,29 @@ function Renewal:next()
       self.failures = self.failures + 1
       self.in_use_waits = self.in_use_waits + 1
       if self.failures > self.max_retries then return give_up(self, err) end
+      self:log("subscription_wait", err.code, self.in_use_delay)
       sleep(self.in_use_delay)
     elseif retryable(err) then
       self.failures = self.failures + 1
       if self.failures > self.max_retries then return give_up(self, err) end
-      sleep(self:backoff())
+      local d = self:backoff()
+      self:log("subscription_retry", err.code, d)
+      sleep(d)
     else
       return give_up(self, err)
     end
     self.last_error = err
   end
   return nil
+end
+
+-- A renewal event for the client's logger (kinesis.log), when it has one.
+function Renewal:log(event, reason, delay)
+  local logger = self.client.logger
+  if logger then
+    logger { event = event, op = op.name, shard = self.params.ShardId, reason = reason,
+             delay = delay, position = self.position, subscriptions = self.subscriptions }
+  end
 end
 
 -- Full-jitter exponential backoff from retry_delay up to 20 s.
