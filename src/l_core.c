@@ -16,6 +16,8 @@ int luaopen_kinesis_core(lua_State *L)
   kn_open_eventstream(L);
   kn_open_time(L);
   kn_open_kpl(L);
+  kn_open_fs(L);
+  kn_open_signal(L);
   lua_pushliteral(L, KN_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -12,5 +12,7 @@ int kn_open_hash(lua_State *L);
 int kn_open_eventstream(lua_State *L);
 int kn_open_time(lua_State *L);
 int kn_open_kpl(lua_State *L);
+int kn_open_fs(lua_State *L);
+int kn_open_signal(lua_State *L);
 
 #endif

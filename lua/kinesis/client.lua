@@ -401,6 +401,9 @@ function Client:runtime()
   return runtime.sleep, runtime.now
 end
 
+--- A KCL-class consumer of a stream (kinesis.consumer; docs/consumer.md).
+function Client:consumer(opts) return require("kinesis.consumer").new(self, opts) end
+
 function Client:close()
   if self._transport and self._transport.close then self._transport:close() end
   self._transport = nil
