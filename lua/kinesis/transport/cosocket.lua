@@ -33,12 +33,10 @@ local ngx = rawget(_G, "ngx")
 
 local M = { name = "cosocket", streaming = false }
 
--- the phases in which cosockets work (lua-nginx-module docs, ngx.socket.tcp)
-local COSOCKET_PHASES = {
-  rewrite = true, access = true, content = true, timer = true,
-  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
-}
-M.phases = COSOCKET_PHASES
+-- the phases in which cosockets work: those where nginx can yield, one list
+-- kept by kinesis.runtime
+local runtime = require "kinesis.runtime"
+M.phases = require("kinesis.runtime.nginx").yielding_phases
 
 local DEFAULT_CONNECT, DEFAULT_REQUEST = 3, 30      -- seconds, as the curl transport
 local DEFAULT_POOL_SIZE, DEFAULT_IDLE = 30, 60      -- connections, seconds
@@ -449,9 +447,8 @@ end
 ---------------------------------------------------------------- send
 
 local function phase_error()
-  local get_phase = ngx.get_phase
-  local phase = get_phase and get_phase() or "unknown"
-  if COSOCKET_PHASES[phase] then return nil end
+  if runtime.can_yield() then return nil end
+  local phase = runtime.phase() or "unknown"
   return {
     code = "InvalidRequest",
     message = "cosockets are not available in the nginx '" .. phase .. "' phase; "
