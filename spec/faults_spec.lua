@@ -94,13 +94,11 @@ describe("faults between the client and kinesis-local", function()
       assert.equal(1, meta.attempts)
       local stats = proxy:stats()
       assert.equal(1, stats.requests, fault .. ": retry mode off sends once")
-      -- the next call goes through (for short_length the poisoned connection
-      -- may cost that call: a retry policy recovers, see below)
+      -- the next call goes through, short_length included: the bytes left
+      -- unread on a kept-alive connection must not become the next answer
       local out2, err2 = c:list_streams {}
-      if fault ~= "short_length" then
-        assert.is_table(out2, fault .. ": the next call failed: " .. tostring(err2))
-        assert.is_table(out2.StreamNames)
-      end
+      assert.is_table(out2, fault .. ": the next call failed: " .. tostring(err2))
+      assert.is_table(out2.StreamNames)
       c:close()
     end)
   end
@@ -136,7 +134,7 @@ describe("faults between the client and kinesis-local", function()
     end)
   end
 
-  it("inside kinesis.run (curl multi) every fault gives the same error as outside", function()
+  it("inside kinesis.run (curl multi) every fault gives the same error as outside, and the next call works", function()
     local results = kinesis.run(function()
       local r = {}
       for _, fault in ipairs(ORDER) do
@@ -144,7 +142,11 @@ describe("faults between the client and kinesis-local", function()
         proxy:script { { kind = fault } }
         local t0 = monotime()
         local out, err = c:list_streams {}
-        r[#r + 1] = { fault = fault, out = out, err = err, elapsed = monotime() - t0 }
+        local elapsed = monotime() - t0
+        -- the same client again: the run's multi pools the connections, so a
+        -- poisoned one would be handed to this call (or any other)
+        local out2, err2 = c:list_streams {}
+        r[#r + 1] = { fault = fault, out = out, err = err, elapsed = elapsed, out2 = out2, err2 = err2 }
         c:close()
       end
       return r
@@ -153,7 +155,31 @@ describe("faults between the client and kinesis-local", function()
     for _, r in ipairs(results) do
       assert.is_nil(r.out, r.fault)
       check_error(r.fault, r.err, r.elapsed)
+      assert.is_table(r.out2, r.fault .. ": the next call failed: " .. tostring(r.err2))
     end
+  end)
+
+  it("short_length on a connection shared with another client's calls in kinesis.run: neither gets the leftover bytes", function()
+    -- two clients, one run: their requests share the multi's connection pool
+    local a, b = new_client(), new_client()
+    local r = kinesis.run(function()
+      assert.is_table((a:list_streams {}))
+      proxy:script { { kind = "short_length" } }
+      local out, err = a:list_streams {}
+      local outs = {}
+      for i = 1, 3 do
+        local o, e = b:list_streams {}
+        outs[i] = { o, e }
+      end
+      return { out = out, err = err, outs = outs }
+    end)
+    assert.is_nil(r.out)
+    assert.equal("ProtocolError", r.err.code)
+    for i = 1, 3 do
+      assert.is_table(r.outs[i][1], "call " .. i .. " of the other client: " .. tostring(r.outs[i][2]))
+    end
+    a:close()
+    b:close()
   end)
 
   it("faults on many tasks at once in kinesis.run: each call succeeds after a retry or fails cleanly", function()
@@ -195,6 +221,51 @@ describe("faults between the client and kinesis-local", function()
     assert.is_true(elapsed < 3 * REQUEST + SLACK, ("took %.2f s"):format(elapsed))
     c:close()
   end)
+
+  -- A Content-Length shorter than the bytes sent leaves the rest on a
+  -- kept-alive connection; reused, it would be read as the next answer
+  -- ("Received HTTP/0.9"). Bytes already there when the answer completes are
+  -- seen by the transport; bytes that come later are dropped with the
+  -- connection because the answer could not be decoded.
+  for _, late in ipairs { false, true } do
+    local kind = late and "short_length_late" or "short_length"
+    it(kind .. " on a kept-alive connection (blocking): the next calls succeed on a new connection", function()
+      local c = new_client()
+      assert.is_table((c:list_streams {}))
+      assert.equal(1, c:transport():stats().connects)
+      proxy:script { { kind = kind } }
+      local out, err = c:list_streams {}
+      assert.is_nil(out)
+      assert.equal("ProtocolError", err.code, tostring(err))
+      if late then os.execute("sleep 0.3") end    -- the leftover is in by now
+      for i = 1, 3 do
+        local o, e = c:list_streams {}
+        assert.is_table(o, kind .. ": call " .. i .. " after the fault: " .. tostring(e))
+      end
+      -- one new connection, kept alive again afterwards
+      assert.equal(2, c:transport():stats().connects)
+      c:close()
+    end)
+
+    it(kind .. " on a kept-alive connection (kinesis.run): the next calls succeed", function()
+      local c = new_client()
+      local r = kinesis.run(function()
+        assert.is_table((c:list_streams {}))
+        proxy:script { { kind = kind } }
+        local out, err = c:list_streams {}
+        if late then kinesis.sleep(0.3) end
+        local outs = {}
+        for i = 1, 3 do outs[i] = { c:list_streams {} } end
+        return { out = out, err = err, outs = outs }
+      end)
+      assert.is_nil(r.out)
+      assert.equal("ProtocolError", r.err.code, tostring(r.err))
+      for i = 1, 3 do
+        assert.is_table(r.outs[i][1], kind .. ": call " .. i .. " after the fault: " .. tostring(r.outs[i][2]))
+      end
+      c:close()
+    end)
+  end
 
   it("a reset before any answer on a reused connection: curl sends the request again by itself", function()
     -- libcurl retries a request whose reused connection died before the

@@ -340,6 +340,15 @@ static int l_easy_busy(lua_State *L)
   return 1;
 }
 
+/* h:drop_connection(): the answer that came last could not be decoded, so
+ * its connection is not reused (see kn_transport_drop_connection). */
+static int l_easy_drop_connection(lua_State *L)
+{
+  l_easy *e = check_easy(L, 1);
+  kn_transport_drop_connection(e->t);
+  return 0;
+}
+
 /* __gc, __close and :close() */
 static int l_easy_close(lua_State *L)
 {
@@ -354,6 +363,7 @@ static const luaL_Reg easy_methods[] = {
   { "send", l_easy_send },
   { "stats", l_easy_stats },
   { "busy", l_easy_busy },
+  { "drop_connection", l_easy_drop_connection },
   { "close", l_easy_close },
   { NULL, NULL }
 };

@@ -9,6 +9,9 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +55,12 @@ struct kn_transport {
   char errbuf[CURL_ERROR_SIZE];
 
   unsigned long requests, connects;
+
+  /* the HTTP/1.x connection the last answer came on, while curl may keep
+   * it for reuse (see keep_or_drop); conn_fd < 0 when none */
+  curl_socket_t conn_fd;
+  long conn_local_port, conn_peer_port;
+  int fresh;                     /* the next request opens a new connection */
 
   /* streaming (kn_request.stream): `body` holds the unread bytes only */
   int stream;
@@ -274,6 +283,7 @@ kn_transport *kn_transport_new(const kn_transport_opts *opts)
     memcpy(t->cafile_copy, opts->cafile, n);
     t->opts.cafile = t->cafile_copy;
   }
+  t->conn_fd = CURL_SOCKET_BAD;
   t->easy = curl_easy_init();
   if (t->easy == NULL) goto fail;
   return t;
@@ -421,6 +431,7 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
   SETOPT(CURLOPT_HEADERDATA, (void *)t);
   SETOPT(CURLOPT_BUFFERSIZE, KN_RECV_BUFFER);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT(CURLOPT_FRESH_CONNECT, t->fresh ? 1L : 0L);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 0L);
   SETOPT(CURLOPT_TIMEOUT_MS, total_ms > 0 ? total_ms : 0L);
   SETOPT(CURLOPT_SSL_VERIFYPEER, t->opts.verify ? 1L : 0L);
@@ -450,6 +461,7 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
     SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
   }
   SETOPT(CURLOPT_HTTPHEADER, t->slist);
+  t->fresh = 0;
   return KN_TE_OK;
 
 setopt_failed:
@@ -501,6 +513,92 @@ static kn_transport_error classify(CURLcode code)
   }
 }
 
+/* ---- connection hygiene ---------------------------------------------- */
+
+static long sockaddr_port(const struct sockaddr_storage *ss)
+{
+  if (ss->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+  if (ss->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+  return -1;
+}
+
+/* 1 when fd is still the connection recorded by keep_or_drop: curl may have
+ * closed it since and the descriptor may now belong to another connection,
+ * which would not have the same pair of ports. */
+static int still_same_connection(const kn_transport *t)
+{
+  struct sockaddr_storage ss;
+  socklen_t n = sizeof ss;
+  if (t->conn_fd == CURL_SOCKET_BAD) return 0;
+  if (getsockname(t->conn_fd, (struct sockaddr *)&ss, &n) != 0
+      || sockaddr_port(&ss) != t->conn_local_port)
+    return 0;
+  n = sizeof ss;
+  if (getpeername(t->conn_fd, (struct sockaddr *)&ss, &n) != 0
+      || sockaddr_port(&ss) != t->conn_peer_port)
+    return 0;
+  return 1;
+}
+
+/* Makes curl drop the recorded connection rather than reuse it: curl owns
+ * the descriptor, so it is shut down, not closed. curl then finds it dead
+ * when it next looks at it, or fails to send on it and, since the
+ * connection was a reused one, sends the request again on a new one. */
+static void drop_connection(kn_transport *t)
+{
+  if (still_same_connection(t)) shutdown(t->conn_fd, SHUT_RDWR);
+  t->conn_fd = CURL_SOCKET_BAD;
+  t->fresh = 1;
+}
+
+/* After a transfer: an HTTP/1.x connection that curl keeps for reuse must
+ * be at a message boundary. Bytes already waiting on it once the answer is
+ * complete (a Content-Length shorter than what the server sent) would be
+ * read as the start of the next answer ("Received HTTP/0.9"), so such a
+ * connection is dropped; after a failed transfer the next request opens a
+ * new connection. HTTP/2 frames its streams itself and its connection is
+ * shared by other transfers: left alone. */
+static void keep_or_drop(kn_transport *t, CURLcode code)
+{
+  curl_socket_t fd = CURL_SOCKET_BAD;
+  long local_port = -1, peer_port = -1;
+  struct pollfd pfd;
+
+  t->conn_fd = CURL_SOCKET_BAD;
+  if (code != CURLE_OK) {
+    t->fresh = 1;
+    return;
+  }
+  if (t->http_version != CURL_HTTP_VERSION_1_0 && t->http_version != CURL_HTTP_VERSION_1_1)
+    return;
+  /* the connection curl last returned to its pool, if it still has it; the
+   * ports tell whether it is the one this transfer used */
+  if (curl_easy_getinfo(t->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK
+      || fd == CURL_SOCKET_BAD
+      || curl_easy_getinfo(t->easy, CURLINFO_LOCAL_PORT, &local_port) != CURLE_OK
+      || curl_easy_getinfo(t->easy, CURLINFO_PRIMARY_PORT, &peer_port) != CURLE_OK)
+    return;
+  t->conn_fd = fd;
+  t->conn_local_port = local_port;
+  t->conn_peer_port = peer_port;
+  if (!still_same_connection(t)) {
+    t->conn_fd = CURL_SOCKET_BAD;
+    return;
+  }
+  pfd.fd = fd;
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  /* readable: leftover bytes, or the peer closed (curl would find that out
+   * itself, but dropping it now costs nothing) */
+  if (poll(&pfd, 1, 0) != 0) drop_connection(t);
+}
+
+void kn_transport_drop_connection(kn_transport *t)
+{
+  if (t->multi != NULL) return;   /* running: its connection is in use */
+  drop_connection(t);
+}
+
 /* Records the outcome of a finished transfer. */
 static kn_transport_error finish(kn_transport *t, CURLcode code)
 {
@@ -515,6 +613,7 @@ static kn_transport_error finish(kn_transport *t, CURLcode code)
   if (curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &t->os_errno) != CURLE_OK)
     t->os_errno = 0;
   t->curl_code = (int)code;
+  keep_or_drop(t, code);
   if (code != CURLE_OK && t->oom) {
     snprintf(t->errbuf, sizeof t->errbuf, "out of memory while receiving the response");
     t->result = KN_TE_TRANSPORT;

@@ -91,6 +91,13 @@ void kn_transport_header_at(const kn_transport *t, size_t i, kn_header *out);
 const char *kn_transport_error_message(const kn_transport *t);
 int kn_transport_curl_code(const kn_transport *t);
 long kn_transport_os_errno(const kn_transport *t);
+/* Keep-alive hygiene. After a failed transfer, or an HTTP/1.x answer that
+ * left bytes waiting on its connection, the transport makes curl drop that
+ * connection and opens a new one for its next request, by itself. The
+ * caller calls this when an answer that arrived whole could not be decoded
+ * (its framing may be off too): same effect, for the last connection of an
+ * idle transport; no-op while it runs in a multi. */
+void kn_transport_drop_connection(kn_transport *t);
 /* Releases big response buffers once the caller has copied them out. */
 void kn_transport_clear(kn_transport *t);
 

@@ -225,6 +225,9 @@ function Client:send(op, req)
   end
   local out, derr = codec.decode(shapes, op.output, resp.body)
   if not out then
+    -- its framing may be off too (a short Content-Length): not reused
+    local t = self._transport
+    if t and t.drop_connection then t:drop_connection() end
     return nil, errors.protocol(op.name, derr, { status = resp.status, request_id = meta.request_id }), meta
   end
   return out, nil, meta

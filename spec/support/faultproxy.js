@@ -18,7 +18,9 @@
 //   GET  /__fault/stats   {requests, forwarded, faults: {kind: n}, connections, stalled}
 // Fault kinds: pass, delay (delay_ms, then pass), reset_before, reset_mid,
 // stall, stall_mid, http500, http503, throttle, truncate, invalid_json,
-// short_length, long_length, garbage.
+// short_length, short_length_late (the bytes past Content-Length follow
+// after delay_ms, 100 by default, once the client has the whole answer),
+// long_length, garbage.
 'use strict';
 
 const net = require('net');
@@ -29,7 +31,7 @@ const path = require('path');
 const { spawn } = require('child_process');
 
 const KINDS = ['pass', 'delay', 'reset_before', 'reset_mid', 'stall', 'stall_mid', 'http500',
-  'http503', 'throttle', 'truncate', 'invalid_json', 'short_length', 'long_length', 'garbage'];
+  'http503', 'throttle', 'truncate', 'invalid_json', 'short_length', 'short_length_late', 'long_length', 'garbage'];
 
 function parseArgs(argv) {
   const out = {};
@@ -280,6 +282,12 @@ function serve(args) {
         // a Content-Length below the body, and the whole body after it
         sock.write(head(res.status, res.headers, half));
         sock.write(res.body);
+        return true;
+      case 'short_length_late':
+        sock.write(head(res.status, res.headers, half));
+        sock.write(res.body.subarray(0, half));
+        await new Promise((r) => setTimeout(r, f.delay_ms || 100));
+        if (!sock.destroyed) sock.write(res.body.subarray(half));
         return true;
       case 'long_length':
         sock.write(head(res.status, res.headers, res.body.length + 100));

@@ -6,6 +6,7 @@
 --   local t = require("kinesis.transport.curl").new{
 --     timeout = { connect = 3, request = 30 }, verify = true, cafile = nil, http2 = true }
 --   local resp, err = t:send{ method =, url =, headers = { {name, value}, ... }, body = }
+--   t:drop_connection()   -- the last answer could not be decoded: not reused
 --   -- resp: { status, headers (lower-cased names), body, http_version, request_id }
 --   -- err:  { code = "Timeout" | "ConnectionRefused" | "ConnectionReset" | "TLS" | "DNS"
 --   --         | "Transport" | "InvalidRequest", message, curl_code }
@@ -125,9 +126,19 @@ function Transport:send(req)
     p.inflight = p.inflight + 1
     local _, resp, rerr = runtime.park(key)
     self.idle[#self.idle + 1] = h
+    self.last = h
     return resp, rerr
   end
+  self.last = self.handle
   return self.handle:send(req)
+end
+
+--- The caller could not decode the last answer: its connection may be out
+-- of step (bytes past a wrong Content-Length still to come), so it is not
+-- reused. Failed transfers and leftover bytes already seen need no call.
+function Transport:drop_connection()
+  local h = self.last
+  if h and not h:busy() then h:drop_connection() end
 end
 
 ---------------------------------------------------------------- streams
