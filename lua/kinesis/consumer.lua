@@ -404,6 +404,7 @@ function Consumer:acquire_and_start()
   for id in pairs(held) do
     local entry = plan[id]
     local w = self.workers[id]
+    if w and entry then w.shard = entry.shard end    -- learns that its shard closed
     if w and w.done and not w.final and not self.stopping then
       -- a reader that lost its lease (or failed) starts again once held
       self.workers[id], w = nil, nil
@@ -751,6 +752,23 @@ function Consumer:poll(w)
   end
 end
 
+-- Whether a closed shard whose subscription is caught up has nothing left:
+-- one GetRecords after the last record processed that answers no records
+-- and no next iterator. A safety net for services whose subscriptions keep
+-- sending empty events after a shard's end instead of the final event with
+-- ChildShards; asked at most every 5 s per shard.
+function Consumer:confirm_end(w)
+  local now = rt.now()
+  if w.end_checked and now - w.end_checked < 5 then return false end
+  w.end_checked = now
+  local pos = w.processed and { Type = "AFTER_SEQUENCE_NUMBER", SequenceNumber = w.processed }
+    or position_of(w.cp or w.initial)
+  local it = self:iterator(w, pos)
+  if not it then return false end
+  local out = self.client:get_records { ShardIterator = it, Limit = 1, StreamARN = self.stream_arn }
+  return out ~= nil and #(out.Records or {}) == 0 and out.NextShardIterator == nil
+end
+
 -- The enhanced fan-out reader of one shard: renewed subscriptions from the
 -- last processed position.
 function Consumer:fan_out_read(w)
@@ -777,6 +795,10 @@ function Consumer:fan_out_read(w)
       if #raw > 0 or (event.MillisBehindLatest or 0) > 0 then w.idle_since = nil
       else w.idle_since = w.idle_since or rt.now() end
       if sub.shard_ended then ended = true break end
+      if #raw == 0 and (event.MillisBehindLatest or 0) == 0 and is_closed(w.shard) and self:confirm_end(w) then
+        ended = true
+        break
+      end
       if self.stopping or w.stopping or not self.store:holds(w.id) then break end
     end
     sub:close()
@@ -867,19 +889,18 @@ local function signal_watch(self)
   end, function() core.signals_restore(token) end
 end
 
+-- Whether every shard is caught up for stop_after_idle seconds: each
+-- running reader idle that long, no reader about to start. A shard whose
+-- reader ended (finished, failed, gone) or that waits for such a parent
+-- counts as idle.
 function Consumer:all_idle()
-  local any = false
-  for id, w in pairs(self.workers) do
-    if not w.done then
-      any = true
-      if not w.idle_since or rt.now() - w.idle_since < self.stop_after_idle then return false end
-    end
-    local _ = id
-  end
-  if not any then
-    -- nothing reading: idle only if every planned shard is finished or skipped
-    for _, e in pairs(self.plan_now or {}) do
-      if e.status == "ready" or e.status == "blocked" then return false end
+  local now = rt.now()
+  for id, e in pairs(self.plan_now or {}) do
+    local w = self.workers[id]
+    if w then
+      if not w.done and (not w.idle_since or now - w.idle_since < self.stop_after_idle) then return false end
+    elseif e.status == "ready" then
+      return false
     end
   end
   return true
