@@ -95,8 +95,8 @@ local function save(self, cps)
   local text = '{"format":' .. FORMAT .. ',"stream":' .. cjson.encode(self.stream or "") ..
     ',"application":' .. cjson.encode(self.application or "") ..
     ',"checkpoints":{' .. table.concat(parts, ",\n") .. "}}\n"
-  local ok, msg = core.write_atomic(self.path, text)
-  if not ok then return nil, store_error("CheckpointWriteFailed", msg, self.path) end
+  local ok, werr = core.write_atomic(self.path, text)
+  if not ok then return nil, store_error("CheckpointWriteFailed", werr.message, self.path) end
   return true
 end
 
