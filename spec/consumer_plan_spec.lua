@@ -17,7 +17,7 @@ local function plan(start, list, cps)
   local fake_client = { call = function() end }
   local c = consumer.new(fake_client, { stream = "s", handler = function() end, start = start,
     store = require("kinesis.checkpoints").memory() })
-  local p = c:plan(list, cps)
+  local p = c:_plan(list, cps)
   local out = {}
   for id, e in pairs(p) do
     out[id] = { e.status, e.initial.sequence, #e.blocked_by > 0 and table.concat(e.blocked_by, ",") or nil }

@@ -1,6 +1,8 @@
 #!/bin/sh
 # make demo: runs examples/quickstart.lua against KINESIS_ENDPOINT when it is
-# set, otherwise against a kinesis-local started here on free loopback ports.
+# set, otherwise against a kinesis-local started here on free loopback ports,
+# and ends by consuming what it produced (examples/consumer.lua; DEMO_STREAM
+# names a stream an earlier step wrote to).
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/spec/?.lua;;"
@@ -14,4 +16,6 @@ pid=$(echo "$info" | sed -E 's/.*"pid":([0-9]+).*/\1/')
 port=$(echo "$info" | sed -E 's/.*"port":([0-9]+).*/\1/')
 trap 'kill -TERM -"$pid" 2>/dev/null' EXIT INT TERM
 echo "kinesis-local is listening on 127.0.0.1:$port (pid $pid)"
-KINESIS_ENDPOINT="http://127.0.0.1:$port" lua5.4 examples/quickstart.lua
+KINESIS_ENDPOINT="http://127.0.0.1:$port" lua5.4 examples/quickstart.lua || exit 1
+echo "--- consuming (examples/consumer.lua)"
+KINESIS_ENDPOINT="http://127.0.0.1:$port" STREAM_NAME="$DEMO_STREAM" lua5.4 examples/consumer.lua

@@ -146,7 +146,7 @@ end
 ---------------------------------------------------------------- reporting
 
 -- Sends an event to opts.log, else the client's log (when it has one).
-function Consumer:log(event)
+function Consumer:_log(event)
   event.consumer = self.application
   local f = self.opts.log
   if f then
@@ -157,7 +157,7 @@ function Consumer:log(event)
 end
 
 -- Records an error once per (shard, code) in stats().errors and the log.
-function Consumer:report(shard_id, err, where)
+function Consumer:_report(shard_id, err, where)
   self.counters.errors = self.counters.errors + 1
   local key = tostring(shard_id) .. "\0" .. tostring(err and err.code) .. "\0" .. tostring(where)
   local entry = { shard_id = shard_id, where = where, code = err and err.code, message = tostring(err),
@@ -167,7 +167,7 @@ function Consumer:report(shard_id, err, where)
   if #log > 100 then table.remove(log, 1) end
   if not self.reported[key] then
     self.reported[key] = true
-    self:log { event = "consumer_error", shard_id = shard_id, where = where, err = err }
+    self:_log { event = "consumer_error", shard_id = shard_id, where = where, err = err }
   end
 end
 
@@ -226,7 +226,7 @@ function Consumer:progress_line()
     s.max_millis_behind, s.checkpoints, s.errors)
 end
 
-function Consumer:emit_progress()
+function Consumer:_emit_progress()
   local line = self:progress_line()
   if self.progress_output then
     pcall(self.progress_output, line)
@@ -239,7 +239,7 @@ end
 
 -- Sleeps up to `seconds` in short slices; returns early once the consumer
 -- or the shard (`w`) is stopping. Returns true if it slept the whole time.
-function Consumer:nap(seconds, w)
+function Consumer:_nap(seconds, w)
   local deadline = rt.now() + seconds
   while true do
     if self.stopping or (w and w.stopping) then return false end
@@ -249,7 +249,7 @@ function Consumer:nap(seconds, w)
   end
 end
 
-function Consumer:backoff(attempt)
+function Consumer:_backoff(attempt)
   local d = min(self.max_retry_delay, self.retry_delay * 2 ^ (attempt - 1))
   return d * (0.5 + random() * 0.5)
 end
@@ -269,7 +269,7 @@ local function position_of(cp)
   return { Type = "AFTER_SEQUENCE_NUMBER", SequenceNumber = s }
 end
 
-function Consumer:start_cp()
+function Consumer:_start_cp()
   local st = self.start
   if type(st) == "table" then return { sequence = "AT_TIMESTAMP", timestamp = st.timestamp } end
   return { sequence = st }
@@ -284,7 +284,7 @@ local function stream_params(self, p)
 end
 
 -- The stream's shards (every page of ListShards): list, or nil, err.
-function Consumer:list_shards()
+function Consumer:_list_shards()
   local out = {}
   for shard, err in self.client:items("list_shards", stream_params(self)) do
     if shard == false then return nil, err end
@@ -313,7 +313,7 @@ end
 -- LATEST, shards not reached from a checkpointed parent start at LATEST
 -- when open and are not read when closed (their records are older than the
 -- consumer); a child of a shard that was read starts at TRIM_HORIZON.
-function Consumer:plan(list, cps)
+function Consumer:_plan(list, cps)
   local by_id = {}
   for _, s in ipairs(list) do by_id[s.ShardId] = s end
   local memo = {}
@@ -358,7 +358,7 @@ function Consumer:plan(list, cps)
         entry.blocked_by[#entry.blocked_by + 1] = p
       end
     end
-    entry.initial = read_parent and { sequence = "TRIM_HORIZON" } or self:start_cp()
+    entry.initial = read_parent and { sequence = "TRIM_HORIZON" } or self:_start_cp()
     if cp and cp.sequence == "SHARD_END" then
       entry.status = "done"
     elseif not reads(id, 0) then
@@ -374,13 +374,13 @@ function Consumer:plan(list, cps)
 end
 
 -- One shard sync: list, plan, tell the store, take leases, start readers.
-function Consumer:sync()
-  local list, err = self:list_shards()
+function Consumer:_sync()
+  local list, err = self:_list_shards()
   if not list then return nil, err end
   local cps
   cps, err = self.store:list()
   if not cps then return nil, err end
-  local plan = self:plan(list, cps)
+  local plan = self:_plan(list, cps)
   local annotated = {}
   for i, s in ipairs(list) do
     local a = {}
@@ -393,10 +393,10 @@ function Consumer:sync()
   if not ok then return nil, err end
   self.last_sync = rt.now()
   self.plan_now = plan
-  return self:acquire_and_start()
+  return self:_acquire_and_start()
 end
 
-function Consumer:acquire_and_start()
+function Consumer:_acquire_and_start()
   local held, err = self.store:acquire()
   if not held then return nil, err end
   self.last_acquire = rt.now()
@@ -421,11 +421,11 @@ function Consumer:acquire_and_start()
       elseif not self.stopping then
         if entry.trimmed_parent and not self.reported["trim\0" .. id] then
           self.reported["trim\0" .. id] = true
-          self:report(id, consumer_error("ParentTrimmed", "parent shard " .. entry.trimmed_parent ..
+          self:_report(id, consumer_error("ParentTrimmed", "parent shard " .. entry.trimmed_parent ..
             " was checkpointed before its end and is no longer in the stream; its remaining records are lost",
             { shard_id = id }), "sync")
         end
-        self:start_worker(entry)
+        self:_start_worker(entry)
       end
     end
   end
@@ -440,7 +440,7 @@ Ctx.__name = "kinesis.consumer.context"
 
 -- Writes cp for the worker's shard (compare-and-set against what it last
 -- read or wrote). A conflict or a lost lease stops the shard.
-function Consumer:write_checkpoint(w, cp)
+function Consumer:_write_checkpoint(w, cp)
   local old = w.cp
   if checkpoints.equal(old, cp) then return true end
   local ok, err = self.store:set(w.id, cp, old)
@@ -449,7 +449,7 @@ function Consumer:write_checkpoint(w, cp)
       w.stopping = true
       w.lost = true
     end
-    self:report(w.id, err, "checkpoint")
+    self:_report(w.id, err, "checkpoint")
     shard_stats(self, w.id).errors = shard_stats(self, w.id).errors + 1
     return nil, err
   end
@@ -495,7 +495,7 @@ function Ctx:checkpoint(record)
     return nil, consumer_error("CheckpointBackwards", "ctx:checkpoint: " .. cp.sequence ..
       " is at or before the shard's checkpoint " .. cur.sequence, { shard_id = w.id })
   end
-  local ok, err = c:write_checkpoint(w, cp)
+  local ok, err = c:_write_checkpoint(w, cp)
   if ok then self.checkpointed = true end
   return ok, err
 end
@@ -503,14 +503,14 @@ end
 -- Turns the raw records of one read into user records: deaggregated (KPL,
 -- filtered to the shard's hash-key range as the KCL does), minus the
 -- sub-records a part-way checkpoint already covers.
-function Consumer:user_records(w, raw)
+function Consumer:_user_records(w, raw)
   local users, n, bytes = {}, 0, 0
   for i = 1, #raw do
     local r = raw[i]
     local us, err = kpl.deaggregate(r, { shard = w.shard })
     if not us then
       -- a damaged aggregate: keep its sound user records, report the rest
-      self:report(w.id, err, "deaggregate")
+      self:_report(w.id, err, "deaggregate")
       us = err.records or {}
     end
     local skip_seq, skip_sub = w.skip_seq, w.skip_sub
@@ -535,7 +535,7 @@ end
 -- Hands one batch to the handler until it returns (retrying a raising
 -- handler with backoff; after max_handler_attempts on_error decides), then
 -- checkpoints in auto mode. Returns "ok" | "skip" | "stop".
-function Consumer:deliver(w, users, bytes, last_seq, millis_behind)
+function Consumer:_deliver(w, users, bytes, last_seq, millis_behind)
   local st = shard_stats(self, w.id)
   local ctx = setmetatable({
     shard_id = w.id, millis_behind = millis_behind, worker_id = self.worker_id,
@@ -550,7 +550,7 @@ function Consumer:deliver(w, users, bytes, last_seq, millis_behind)
       ctx.attempt = attempt
       if not self.store:holds(w.id) then
         w.stopping, w.lost = true, true
-        self:report(w.id, checkpoints.lease_lost(w.id), "lease")
+        self:_report(w.id, checkpoints.lease_lost(w.id), "lease")
         return "stop"
       end
       local ok, herr = xpcall(self.handler, function(e)
@@ -563,7 +563,7 @@ function Consumer:deliver(w, users, bytes, last_seq, millis_behind)
       local err = errors.is_error(herr) and herr or consumer_error("HandlerFailed", tostring(herr),
         { shard_id = w.id, cause = herr })
       err.attempts = attempt
-      self:report(w.id, err, "handler")
+      self:_report(w.id, err, "handler")
       if w.lost then return "stop" end
       local decision = "retry"
       if attempt >= self.max_attempts then
@@ -582,7 +582,7 @@ function Consumer:deliver(w, users, bytes, last_seq, millis_behind)
       end
       -- the same batch again, after a pause; a stop ends the shard here,
       -- with nothing checkpointed past the last good batch
-      if not self:nap(self:backoff(min(attempt, 16)), w) then return "stop" end
+      if not self:_nap(self:_backoff(min(attempt, 16)), w) then return "stop" end
     end
     self.counters.records = self.counters.records + #users
     self.counters.bytes = self.counters.bytes + bytes
@@ -594,7 +594,7 @@ function Consumer:deliver(w, users, bytes, last_seq, millis_behind)
   if last_seq then
     w.processed = last_seq    -- where an expired iterator resumes
     if self.checkpoint_mode == "auto" then
-      local ok = self:write_checkpoint(w, { sequence = last_seq })
+      local ok = self:_write_checkpoint(w, { sequence = last_seq })
       if not ok and w.lost then return "stop" end
     end
   end
@@ -610,26 +610,26 @@ end
 -- The end of a closed shard: SHARD_END once everything read is checkpointed.
 -- In manual mode an unconfirmed tail is offered to the handler once more with
 -- an empty batch and ctx.shard_ended = true; ctx:checkpoint() then ends it.
-function Consumer:finish_shard(w, child_shards)
+function Consumer:_finish_shard(w, child_shards)
   if self.checkpoint_mode == "manual" and not w.all_checkpointed then
     local ctx = setmetatable({ shard_id = w.id, shard_ended = true, millis_behind = 0, attempt = 1,
       consumer = self, worker_id = self.worker_id, application = self.application,
       _consumer = self, _worker = w, _batch_cp = { sequence = "SHARD_END" } }, Ctx)
     local ok, herr = pcall(self.handler, {}, ctx)
-    if not ok then self:report(w.id, consumer_error("HandlerFailed", tostring(herr), { shard_id = w.id }), "handler") end
+    if not ok then self:_report(w.id, consumer_error("HandlerFailed", tostring(herr), { shard_id = w.id }), "handler") end
     if not (w.cp and w.cp.sequence == "SHARD_END") then
-      self:report(w.id, consumer_error("ShardEndNotCheckpointed",
+      self:_report(w.id, consumer_error("ShardEndNotCheckpointed",
         "manual checkpoint mode: the handler did not checkpoint the end of " .. w.id ..
         "; its children wait until it does (after a restart)", { shard_id = w.id }), "shard_end")
       return false
     end
   else
-    local ok = self:write_checkpoint(w, { sequence = "SHARD_END" })
+    local ok = self:_write_checkpoint(w, { sequence = "SHARD_END" })
     if not ok then return false end
   end
   shard_stats(self, w.id).state = "finished"
   shard_stats(self, w.id).millis_behind = 0
-  self:log { event = "shard_end", shard_id = w.id, children = child_shards }
+  self:_log { event = "shard_end", shard_id = w.id, children = child_shards }
   self.resync = true    -- children may now start
   return true
 end
@@ -643,7 +643,7 @@ local function starting_position(w)
 end
 
 -- An iterator for the worker's shard from `pos`; nil, err.
-function Consumer:iterator(w, pos)
+function Consumer:_iterator(w, pos)
   local p = stream_params(self, { ShardId = w.id, ShardIteratorType = pos.Type })
   if pos.SequenceNumber then p.StartingSequenceNumber = pos.SequenceNumber end
   if pos.Timestamp then p.Timestamp = pos.Timestamp end
@@ -657,15 +657,15 @@ local function gone(err)
 end
 
 -- Ends a shard whose stream or shard no longer exists: reported once.
-function Consumer:shard_gone(w, err)
+function Consumer:_shard_gone(w, err)
   w.final = true
-  self:report(w.id, err, "shard_gone")
+  self:_report(w.id, err, "shard_gone")
   shard_stats(self, w.id).state = "gone"
   self.resync = true
 end
 
 -- The polling reader of one shard.
-function Consumer:poll(w)
+function Consumer:_poll(w)
   local st = shard_stats(self, w.id)
   local pos = starting_position(w)
   local it, err
@@ -674,21 +674,21 @@ function Consumer:poll(w)
   local next_at = 0
   while not (self.stopping or w.stopping) do
     if not it then
-      it, err = self:iterator(w, pos)
+      it, err = self:_iterator(w, pos)
       if not it then
-        if gone(err) then return self:shard_gone(w, err) end
+        if gone(err) then return self:_shard_gone(w, err) end
         failures = failures + 1
-        self:report(w.id, err, "get_shard_iterator")
-        if not self:nap(self:backoff(min(failures, 16)), w) then break end
+        self:_report(w.id, err, "get_shard_iterator")
+        if not self:_nap(self:_backoff(min(failures, 16)), w) then break end
         goto continue
       end
     end
     do
       local wait = next_at - rt.now()
-      if wait > 0 and not self:nap(wait, w) then break end
+      if wait > 0 and not self:_nap(wait, w) then break end
       if not self.store:holds(w.id) then
         w.lost = true
-        self:report(w.id, checkpoints.lease_lost(w.id), "lease")
+        self:_report(w.id, checkpoints.lease_lost(w.id), "lease")
         break
       end
       local began = rt.now()
@@ -701,7 +701,7 @@ function Consumer:poll(w)
         if err.code == "ExpiredIteratorException" then
           -- KCL: a fresh iterator after the last record processed
           self.counters.expired_iterators = self.counters.expired_iterators + 1
-          self:log { event = "iterator_expired", shard_id = w.id }
+          self:_log { event = "iterator_expired", shard_id = w.id }
           it = nil
           if w.processed then
             pos = { Type = "AFTER_SEQUENCE_NUMBER", SequenceNumber = w.processed }
@@ -711,14 +711,14 @@ function Consumer:poll(w)
           end
           failures = 0
         elseif gone(err) then
-          return self:shard_gone(w, err)
+          return self:_shard_gone(w, err)
         else
           if err.code == "ProvisionedThroughputExceededException" then
             self.counters.throttled = self.counters.throttled + 1
           end
-          self:report(w.id, err, "get_records")
+          self:_report(w.id, err, "get_records")
           st.errors = st.errors + 1
-          next_at = rt.now() + self:backoff(min(failures, 16))
+          next_at = rt.now() + self:_backoff(min(failures, 16))
         end
         goto continue
       end
@@ -726,11 +726,11 @@ function Consumer:poll(w)
       local raw = out.Records or {}
       st.millis_behind = out.MillisBehindLatest
       st.state = "reading"
-      local users, bytes = self:user_records(w, raw)
+      local users, bytes = self:_user_records(w, raw)
       local raw_bytes = 0
       for i = 1, #raw do raw_bytes = raw_bytes + #raw[i].Data end
       local last_seq = raw[#raw] and raw[#raw].SequenceNumber
-      local verdict = self:deliver(w, users, bytes, last_seq, out.MillisBehindLatest)
+      local verdict = self:_deliver(w, users, bytes, last_seq, out.MillisBehindLatest)
       if verdict == "stop" then break end
       if #raw > 0 or (out.MillisBehindLatest or 0) > 0 then
         w.idle_since = nil
@@ -738,7 +738,7 @@ function Consumer:poll(w)
         w.idle_since = w.idle_since or rt.now()
       end
       if out.NextShardIterator == nil then
-        self:finish_shard(w, out.ChildShards)
+        self:_finish_shard(w, out.ChildShards)
         return
       end
       it = out.NextShardIterator
@@ -757,13 +757,13 @@ end
 -- and no next iterator. A safety net for services whose subscriptions keep
 -- sending empty events after a shard's end instead of the final event with
 -- ChildShards; asked at most every 5 s per shard.
-function Consumer:confirm_end(w)
+function Consumer:_confirm_end(w)
   local now = rt.now()
   if w.end_checked and now - w.end_checked < 5 then return false end
   w.end_checked = now
   local pos = w.processed and { Type = "AFTER_SEQUENCE_NUMBER", SequenceNumber = w.processed }
     or position_of(w.cp or w.initial)
-  local it = self:iterator(w, pos)
+  local it = self:_iterator(w, pos)
   if not it then return false end
   local out = self.client:get_records { ShardIterator = it, Limit = 1, StreamARN = self.stream_arn }
   return out ~= nil and #(out.Records or {}) == 0 and out.NextShardIterator == nil
@@ -771,7 +771,7 @@ end
 
 -- The enhanced fan-out reader of one shard: renewed subscriptions from the
 -- last processed position.
-function Consumer:fan_out_read(w)
+function Consumer:_fan_out_read(w)
   local st = shard_stats(self, w.id)
   local failures = 0
   while not (self.stopping or w.stopping) do
@@ -788,14 +788,14 @@ function Consumer:fan_out_read(w)
       local raw = event.Records or {}
       st.millis_behind = event.MillisBehindLatest
       st.state = "reading"
-      local users, bytes = self:user_records(w, raw)
+      local users, bytes = self:_user_records(w, raw)
       local last_seq = raw[#raw] and raw[#raw].SequenceNumber
-      local verdict = self:deliver(w, users, bytes, last_seq, event.MillisBehindLatest)
+      local verdict = self:_deliver(w, users, bytes, last_seq, event.MillisBehindLatest)
       if verdict == "stop" then sub:close() return end
       if #raw > 0 or (event.MillisBehindLatest or 0) > 0 then w.idle_since = nil
       else w.idle_since = w.idle_since or rt.now() end
       if sub.shard_ended then ended = true break end
-      if #raw == 0 and (event.MillisBehindLatest or 0) == 0 and is_closed(w.shard) and self:confirm_end(w) then
+      if #raw == 0 and (event.MillisBehindLatest or 0) == 0 and is_closed(w.shard) and self:_confirm_end(w) then
         ended = true
         break
       end
@@ -804,15 +804,15 @@ function Consumer:fan_out_read(w)
     sub:close()
     w.subscription = nil
     if ended then
-      self:finish_shard(w, sub.child_shards)
+      self:_finish_shard(w, sub.child_shards)
       return
     end
     if failed then
-      if gone(failed) then return self:shard_gone(w, failed) end
+      if gone(failed) then return self:_shard_gone(w, failed) end
       failures = failures + 1
-      self:report(w.id, failed, "subscribe")
+      self:_report(w.id, failed, "subscribe")
       st.errors = st.errors + 1
-      if not self:nap(self:backoff(min(failures, 16)), w) then break end
+      if not self:_nap(self:_backoff(min(failures, 16)), w) then break end
     end
     if not self.store:holds(w.id) then
       w.lost = true
@@ -821,17 +821,17 @@ function Consumer:fan_out_read(w)
   end
 end
 
-function Consumer:start_worker(entry)
+function Consumer:_start_worker(entry)
   local id = entry.shard.ShardId
   local w = { id = id, shard = entry.shard, cp = entry.cp, initial = entry.initial, done = false }
   self.workers[id] = w
   shard_stats(self, id).state = "reading"
   w.task = rt.spawn(function()
     local ok, err = xpcall(function()
-      if self.fan_out then self:fan_out_read(w) else self:poll(w) end
+      if self.fan_out then self:_fan_out_read(w) else self:_poll(w) end
     end, traceback)
     if shard_stats(self, id).state == "finished" then w.final = true end
-    if not ok then self:report(id, consumer_error("ReaderFailed", tostring(err), { shard_id = id }), "reader") end
+    if not ok then self:_report(id, consumer_error("ReaderFailed", tostring(err), { shard_id = id }), "reader") end
     w.done = true
     local st = shard_stats(self, id)
     if st.state == "reading" or st.state == "blocked" then st.state = w.lost and "lost" or "stopped" end
@@ -844,7 +844,7 @@ end
 
 -- Registers the stream consumer named by fan_out when missing and waits
 -- until it is ACTIVE; sets self.consumer_arn.
-function Consumer:ensure_stream_consumer()
+function Consumer:_ensure_stream_consumer()
   local arn = self.stream_arn
   if not arn then
     local out, err = self.client:describe_stream_summary { StreamName = self.stream }
@@ -866,7 +866,7 @@ function Consumer:ensure_stream_consumer()
       return true
     end
     if not out and err.code ~= "ResourceNotFoundException" then return nil, err end
-    if not self:nap(0.5) then return nil, consumer_error("Stopped", "stopped while waiting for the stream consumer") end
+    if not self:_nap(0.5) then return nil, consumer_error("Stopped", "stopped while waiting for the stream consumer") end
   end
   return nil, consumer_error("ConsumerNotActive", "stream consumer " .. name .. " did not become ACTIVE")
 end
@@ -883,7 +883,7 @@ local function signal_watch(self)
   return function()
     local sig = core.signals_pending()
     if sig then
-      self:log { event = "signal", signal = sig }
+      self:_log { event = "signal", signal = sig }
       self:stop()
     end
   end, function() core.signals_restore(token) end
@@ -893,7 +893,7 @@ end
 -- running reader idle that long, no reader about to start. A shard whose
 -- reader ended (finished, failed, gone) or that waits for such a parent
 -- counts as idle.
-function Consumer:all_idle()
+function Consumer:_all_idle()
   local now = rt.now()
   for id, e in pairs(self.plan_now or {}) do
     local w = self.workers[id]
@@ -907,7 +907,7 @@ function Consumer:all_idle()
 end
 
 -- The coordinator: runs inside a task of kinesis.run (or an nginx thread).
-function Consumer:main()
+function Consumer:_main()
   self.started = rt.now()
   self.state = "starting"
   local ok, err = self.store:open { client = self.client, stream = self.stream, stream_arn = self.stream_arn,
@@ -917,7 +917,7 @@ function Consumer:main()
     return nil, err
   end
   if self.fan_out then
-    ok, err = self:ensure_stream_consumer()
+    ok, err = self:_ensure_stream_consumer()
     if not ok then
       self.state = "failed"
       pcall(self.store.close, self.store)
@@ -934,30 +934,30 @@ function Consumer:main()
     local now = rt.now()
     if self.resync or not self.last_sync or now - self.last_sync >= self.sync_interval then
       self.resync = false
-      ok, err = self:sync()
+      ok, err = self:_sync()
       if not ok then
         if gone(err) then
           -- the stream was deleted: every reader ends; run returns the error
-          self:report(nil, err, "list_shards")
+          self:_report(nil, err, "list_shards")
           result, result_err = nil, err
           break
         end
         failures = failures + 1
-        self:report(nil, err, "sync")
-        self.last_sync = now - self.sync_interval + min(self.sync_interval, self:backoff(min(failures, 8)))
+        self:_report(nil, err, "sync")
+        self.last_sync = now - self.sync_interval + min(self.sync_interval, self:_backoff(min(failures, 8)))
       else
         failures = 0
       end
     elseif renew and now - (self.last_acquire or 0) >= renew then
-      ok, err = self:acquire_and_start()
-      if not ok then self:report(nil, err, "acquire") end
+      ok, err = self:_acquire_and_start()
+      if not ok then self:_report(nil, err, "acquire") end
     end
     if next_progress and rt.now() >= next_progress then
-      self:emit_progress()
+      self:_emit_progress()
       next_progress = rt.now() + self.progress
     end
-    if self.stop_after_idle and self.last_sync and self:all_idle() then
-      self:log { event = "idle_stop" }
+    if self.stop_after_idle and self.last_sync and self:_all_idle() then
+      self:_log { event = "idle_stop" }
       break
     end
     rt.sleep(STEP)
@@ -972,7 +972,7 @@ function Consumer:main()
   for id in pairs(self.workers) do pcall(self.store.release, self.store, id) end
   pcall(self.store.close, self.store)
   if restore_signals then restore_signals() end
-  if self.progress then self:emit_progress() end
+  if self.progress then self:_emit_progress() end
   self.state = "stopped"
   return result, result_err
 end
@@ -987,8 +987,8 @@ function Consumer:run()
   end
   self.stopping = false
   self.workers, self.resync, self.last_sync = {}, false, nil
-  if rt.current_task() then return self:main() end
-  return rt.run(function() return self:main() end)
+  if rt.current_task() then return self:_main() end
+  return rt.run(function() return self:_main() end)
 end
 
 --- Asks run() to finish: each reader ends after the batch in hand, final
@@ -1003,5 +1003,4 @@ function Consumer:__tostring()
 end
 
 M.Consumer = Consumer
-M.plan = Consumer.plan
 return M
