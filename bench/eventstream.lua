@@ -49,9 +49,9 @@ local function decode_all(full)
   for i = 1, #chunks do
     assert(dec:feed(chunks[i]))
     while true do
-      local m, code, text = dec:next()
+      local m, err = dec:next()
       if not m then
-        if code then error(code .. ": " .. tostring(text)) end
+        if err then error(err.code .. ": " .. err.message) end
         break
       end
       n = n + 1

@@ -199,12 +199,12 @@ local function es_run(pieces, max)
   local d = core.es_decoder(max)
   local msgs, status = {}, nil
   for _, piece in ipairs(pieces) do
-    local ok, code = d:feed(piece)
-    if not ok then status = code break end
+    local ok, ferr = d:feed(piece)
+    if not ok then status = ferr.code break end
     while true do
-      local m, code2 = d:next()
+      local m, nerr = d:next()
       if m == nil then
-        if code2 then status = code2 end
+        if nerr then status = nerr.code end
         break
       end
       msgs[#msgs + 1] = m
@@ -212,8 +212,8 @@ local function es_run(pieces, max)
     if status then break end
   end
   if not status then
-    local ok, code = d:finish()
-    status = ok and "ok" or code
+    local ok, ferr = d:finish()
+    status = ok and "ok" or ferr.code
   end
   d:close()
   return msgs, status

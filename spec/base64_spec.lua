@@ -147,9 +147,11 @@ describe("base64", function()
     it(("rejects %q (%s)"):format(c[1], c[2]), function()
       local out, err = core.b64decode(c[1])
       assert.is_nil(out)
-      assert.is_string(err)
-      assert.matches("invalid base64: ", err, 1, true)
-      assert.matches(c[2], err, 1, true)
+      assert.is_table(err)
+      assert.equal("invalid_base64", err.code)
+      assert.matches("invalid base64: ", err.message, 1, true)
+      assert.matches(c[2], err.message, 1, true)
+      assert.equal(err.message, tostring(err))
       assert.is_nil(ref_decode(c[1]))
     end)
   end
@@ -176,7 +178,7 @@ describe("base64", function()
       local want = ref_decode(s)
       local got, err = core.b64decode(s)
       if want == nil then
-        assert(got == nil and type(err) == "string", ("accepted %q"):format(s))
+        assert(got == nil and type(err) == "table" and err.code == "invalid_base64", ("accepted %q"):format(s))
       else
         assert(got == want, ("decoded %q wrongly"):format(s))
       end

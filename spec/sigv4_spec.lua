@@ -511,7 +511,8 @@ describe("header injection and invalid input", function()
       o[field] = nil
       local out, err = core.signer():sign(o)
       assert.is_nil(out)
-      assert.equal("missing " .. field, err)
+      assert.equal("invalid_request", err.code)
+      assert.equal("missing " .. field, err.message)
     end
     local cases = {
       { { region = "us east 1" }, "invalid region" },
@@ -532,7 +533,8 @@ describe("header injection and invalid input", function()
     for _, c in ipairs(cases) do
       local out, err = core.signer():sign(kinesis_opts(c[1]))
       assert.is_nil(out)
-      assert.matches(c[2], err, 1, true)
+      assert.equal("invalid_request", err.code)
+      assert.matches(c[2], err.message, 1, true)
     end
   end)
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "lbind.h"
+#include "l_util.h"
 #include "base64.h"
 
 #define KN_B64_STACKBUF 2048
@@ -32,7 +33,7 @@ static int l_b64encode(lua_State *L)
   return 1;
 }
 
-/* core.b64decode(s) -> string | nil, message */
+/* core.b64decode(s) -> string | nil, {code = "invalid_base64", message} */
 static int l_b64decode(lua_State *L)
 {
   unsigned char stackbuf[KN_B64_STACKBUF];
@@ -52,9 +53,7 @@ static int l_b64decode(lua_State *L)
     else
       snprintf(msg, sizeof msg, "invalid base64: %s at offset %lu",
                kn_b64_strerror(rc), (unsigned long)pos);
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    return 2;
+    return kn_fail(L, "invalid_base64", msg);
   }
   lua_pushlstring(L, (const char *)out, got);
   return 1;

@@ -1,10 +1,12 @@
 /* l_curl.c - the kinesis.curl binding: converts Lua tables to kn_request,
  * runs them through transport.c and pushes the response back as a table.
  * Misuse (wrong types, closed or busy handles) raises; runtime failures
- * return nil, err. No Lua runs while curl works: C fills its buffers and
- * this file copies them out afterwards. Timeouts are seconds; 0 = none. */
+ * return nil, err (l_util.h's error table, plus curl_code and os_errno).
+ * No Lua runs while curl works: C fills its buffers and this file copies
+ * them out afterwards. Timeouts are seconds; 0 = none. */
 #include "compat.h"
 #include "transport.h"
+#include "l_util.h"
 
 #include <curl/curl.h>
 #include <string.h>
@@ -183,11 +185,7 @@ static const char *error_code(kn_transport_error e)
 static void push_error(lua_State *L, const kn_transport *t, kn_transport_error e)
 {
   long os = kn_transport_os_errno(t);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, error_code(e));
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, kn_transport_error_message(t));
-  lua_setfield(L, -2, "message");
+  kn_push_error(L, error_code(e), kn_transport_error_message(t));
   lua_pushinteger(L, (lua_Integer)kn_transport_curl_code(t));
   lua_setfield(L, -2, "curl_code");
   if (os != 0) {
@@ -472,11 +470,7 @@ static int l_multi_wait(lua_State *L)
   else if (ms < 0) ms = 0x7fffffffL;
   if (kn_multi_wait(m->m, ms) != 0) {
     lua_pushnil(L);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "Transport");
-    lua_setfield(L, -2, "code");
-    lua_pushliteral(L, "curl multi failed");
-    lua_setfield(L, -2, "message");
+    kn_push_error(L, "Transport", "curl multi failed");
     lua_pushinteger(L, 0);
     lua_setfield(L, -2, "curl_code");
     return 2;

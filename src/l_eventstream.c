@@ -2,13 +2,14 @@
  * (userdata "kinesis.es_decoder"), core.es_encode and core.es_crc32.
  * The decoder's buffer is a Lua userdata anchored in the registry and lent
  * to the C decoder, so the GC sees (and collectgarbage("count") reports)
- * the memory a stream holds. Runtime decode failures return nil, code, text;
+ * the memory a stream holds. Runtime decode failures return nil, {code, message};
  * misuse (bad arguments, a closed decoder) raises. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "lbind.h"
+#include "l_util.h"
 #include "crc32.h"
 #include "eventstream.h"
 
@@ -52,12 +53,10 @@ static void maybe_release(lua_State *L, es_decoder *u)
   if (kn_es_decoder_should_release(&u->d)) lend_buffer(L, u, 0);
 }
 
+/* nil, { code = "prelude_crc_mismatch" (kn_es_code_name), message = detail } */
 static int push_error(lua_State *L, es_decoder *u, int code)
 {
-  lua_pushnil(L);
-  lua_pushstring(L, kn_es_code_name(code));
-  lua_pushstring(L, kn_es_decoder_detail(&u->d));
-  return 3;
+  return kn_fail(L, kn_es_code_name(code), kn_es_decoder_detail(&u->d));
 }
 
 /* int64 and timestamp: an integer where Lua has 64-bit integers, else a
@@ -142,7 +141,7 @@ static int l_es_decoder(lua_State *L)
   return 1;
 }
 
-/* dec:feed(bytes) -> true | nil, code, message */
+/* dec:feed(bytes) -> true | nil, err */
 static int l_feed(lua_State *L)
 {
   es_decoder *u = check_decoder(L, 1);
@@ -162,7 +161,7 @@ static int l_feed(lua_State *L)
   return 1;
 }
 
-/* dec:next() -> msg | nil | nil, code, message */
+/* dec:next() -> msg | nil (needs more bytes) | nil, err */
 static int l_next(lua_State *L)
 {
   es_decoder *u = check_decoder(L, 1);
@@ -195,7 +194,7 @@ static int l_buffered(lua_State *L)
   return 1;
 }
 
-/* dec:finish() -> true | nil, code, message */
+/* dec:finish() -> true | nil, err */
 static int l_finish(lua_State *L)
 {
   es_decoder *u = check_decoder(L, 1);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lbind.h"
+#include "l_util.h"
 
 /* Writes all `len` bytes of `data` to `fd`; returns 0 or an errno value. */
 static int fs_write_all(int fd, const char *data, size_t len)
@@ -48,7 +49,7 @@ static int fs_sync_dir(const char *path, char *buf, size_t bufsize)
   return rc;
 }
 
-/* write_atomic(path, data) -> true | nil, message. The temporary file is
+/* write_atomic(path, data) -> true | nil, err. The temporary file is
  * path .. ".tmp"; it is removed on failure. */
 static int l_write_atomic(lua_State *L)
 {
@@ -57,12 +58,10 @@ static int l_write_atomic(lua_State *L)
   const char *data = luaL_checklstring(L, 2, &dlen);
   char tmp[4096], dir[4096];
   const char *step = "open";
+  const char *name = tmp;   /* the file the failed step was about */
   int fd, err = 0;
-  if (plen + 5 > sizeof tmp || strlen(path) != plen) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "path too long or holds a NUL byte");
-    return 2;
-  }
+  if (plen + 5 > sizeof tmp || strlen(path) != plen)
+    return kn_fail(L, "invalid_path", "path too long or holds a NUL byte");
   memcpy(tmp, path, plen);
   memcpy(tmp + plen, ".tmp", 5);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -92,13 +91,12 @@ static int l_write_atomic(lua_State *L)
   }
   step = "fsync of the directory";
   err = fs_sync_dir(path, dir, sizeof dir);
+  name = dir;
   if (err) goto fail;
   lua_pushboolean(L, 1);
   return 1;
 fail:
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s %s: %s", step, path, strerror(err));
-  return 2;
+  return kn_failf(L, "io_error", "%s %s: %s", step, name, strerror(err));
 }
 
 int kn_open_fs(lua_State *L)

@@ -5,6 +5,7 @@
  * positions by ShardId (t[ShardId] = i), so lookups return those very tables.
  * Wrong argument types raise; bad data (decimals, ranges) gives nil, err. */
 #include "lbind.h"
+#include "l_util.h"
 #include "shardmap.h"
 #include "u128.h"
 
@@ -69,16 +70,12 @@ static int l_hash_key(lua_State *L)
   const char *s = check_bytes(L, 1, &len);
   kn_u128 v;
   int rc = kn_u128_md5(s, len, &v);
-  if (rc != KN_U128_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, kn_u128_strerror(rc));
-    return 2;
-  }
+  if (rc != KN_U128_OK) return kn_fail(L, "crypto", kn_u128_strerror(rc));
   push_u128(L, v);
   return 1;
 }
 
-/* u128_check(value) -> true | nil, reason. Never raises: it validates
+/* u128_check(value) -> true | nil, err. Never raises: it validates
  * whatever a caller put in a request. */
 static int l_u128_check(lua_State *L)
 {
@@ -86,23 +83,17 @@ static int l_u128_check(lua_State *L)
   const char *s;
   kn_u128 v;
   int rc;
-  if (lua_type(L, 1) != LUA_TSTRING) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "expected a decimal string, got %s", luaL_typename(L, 1));
-    return 2;
-  }
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return kn_failf(L, "invalid_decimal", "expected a decimal string, got %s",
+                    luaL_typename(L, 1));
   s = lua_tolstring(L, 1, &len);
   rc = kn_u128_parse(s, len, &v);
-  if (rc != KN_U128_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, kn_u128_strerror(rc));
-    return 2;
-  }
+  if (rc != KN_U128_OK) return kn_fail(L, "invalid_decimal", kn_u128_strerror(rc));
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* Parses the string at idx; on failure pushes nil and a message naming
+/* Parses the string at idx; on failure pushes nil and an error naming
  * `what` and returns 0. */
 static int parse_arg(lua_State *L, int idx, const char *what, kn_u128 *out)
 {
@@ -110,11 +101,11 @@ static int parse_arg(lua_State *L, int idx, const char *what, kn_u128 *out)
   const char *s = check_bytes(L, idx, &len);
   int rc = kn_u128_parse(s, len, out);
   if (rc == KN_U128_OK) return 1;
-  lua_pushnil(L);
   lua_pushfstring(L, "bad %s \"", what);
   push_quoted(L, s, len);
   lua_pushfstring(L, "\": %s", kn_u128_strerror(rc));
   lua_concat(L, 3);
+  kn_fail_top(L, "invalid_hash_key");
   return 0;
 }
 
@@ -125,17 +116,12 @@ static int l_split_point(lua_State *L)
   kn_u128 lo, hi, mid;
   if (!parse_arg(L, 1, "StartingHashKey", &lo)) return 2;
   if (!parse_arg(L, 2, "EndingHashKey", &hi)) return 2;
-  if (kn_u128_cmp(lo, hi) > 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "StartingHashKey is greater than EndingHashKey");
-    return 2;
-  }
-  if (kn_u128_split_point(lo, hi, &mid) != KN_U128_OK) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "hash key range too narrow to split (SplitShard needs a "
-                       "key k with StartingHashKey + 1 < k < EndingHashKey)");
-    return 2;
-  }
+  if (kn_u128_cmp(lo, hi) > 0)
+    return kn_fail(L, "inverted_range", "StartingHashKey is greater than EndingHashKey");
+  if (kn_u128_split_point(lo, hi, &mid) != KN_U128_OK)
+    return kn_fail(L, "range_too_narrow",
+                   "hash key range too narrow to split (SplitShard needs a "
+                   "key k with StartingHashKey + 1 < k < EndingHashKey)");
   push_u128(L, mid);
   return 1;
 }
@@ -147,11 +133,8 @@ static int l_even_ranges(lua_State *L)
   uint32_t n, i;
   if (x != x) luaL_argerror(L, 1, "number is NaN");
   /* INT_MAX: lua_rawseti takes an int index on 5.1. */
-  if (!(x >= 1 && x <= 2147483647.0)) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "shard count must be between 1 and 2147483647");
-    return 2;
-  }
+  if (!(x >= 1 && x <= 2147483647.0))
+    return kn_fail(L, "invalid_shard_count", "shard count must be between 1 and 2147483647");
   n = (uint32_t)x;
   if ((lua_Number)n != x) luaL_argerror(L, 1, "shard count must be an integer");
   lua_createtable(L, (int)n, 0);
@@ -240,8 +223,8 @@ static int shard_key(lua_State *L, int sidx, int nidx, const char *key, kn_u128 
   return 1;
 }
 
-/* Pushes the message for a failed seal. */
-static void push_problem(lua_State *L, int tidx, int rc, const kn_shardmap_problem *p)
+/* Pushes the message for a failed seal; returns its error code. */
+static const char *push_problem(lua_State *L, int tidx, int rc, const kn_shardmap_problem *p)
 {
   switch (rc) {
   case KN_SHARDMAP_EINVERTED:
@@ -251,7 +234,7 @@ static void push_problem(lua_State *L, int tidx, int rc, const kn_shardmap_probl
     lua_pushliteral(L, " is greater than EndingHashKey ");
     push_u128(L, p->to);
     lua_concat(L, 5);
-    break;
+    return "inverted_range";
   case KN_SHARDMAP_EOVERLAP:
     lua_pushliteral(L, "overlap: ");
     push_name(L, tidx, p->a);
@@ -262,7 +245,7 @@ static void push_problem(lua_State *L, int tidx, int rc, const kn_shardmap_probl
     lua_pushliteral(L, "..");
     push_u128(L, p->to);
     lua_concat(L, 8);
-    break;
+    return "overlap";
   case KN_SHARDMAP_EGAP:
     lua_pushliteral(L, "gap: no shard covers hash keys ");
     push_u128(L, p->from);
@@ -283,10 +266,10 @@ static void push_problem(lua_State *L, int tidx, int rc, const kn_shardmap_probl
     }
     lua_pushliteral(L, ")");
     lua_concat(L, 7);
-    break;
+    return "gap";
   default:
     lua_pushliteral(L, "no shards to map");
-    break;
+    return "no_shards";
   }
 }
 
@@ -301,11 +284,7 @@ static int l_shardmap_new(lua_State *L)
 
   luaL_checktype(L, 1, LUA_TTABLE);
   n = lua_rawlen(L, 1);
-  if (n == 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "no shards to map");
-    return 2;
-  }
+  if (n == 0) return kn_fail(L, "no_shards", "no shards to map");
   if (n > 2147483647u) luaL_argerror(L, 1, "too many shards");
   lua_settop(L, 1);
 
@@ -326,31 +305,20 @@ static int l_shardmap_new(lua_State *L)
     int sidx, nidx;
     lua_rawgeti(L, 1, (int)i);
     sidx = lua_gettop(L);
-    if (!lua_istable(L, sidx)) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "shard %d is a %s, not a table", (int)i, luaL_typename(L, sidx));
-      return 2;
-    }
-    if (!get_typed(L, sidx, "ShardId", LUA_TSTRING)) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "shard %d has no ShardId string", (int)i);
-      return 2;
-    }
+    if (!lua_istable(L, sidx))
+      return kn_failf(L, "invalid_shard", "shard %d is a %s, not a table", (int)i,
+                      luaL_typename(L, sidx));
+    if (!get_typed(L, sidx, "ShardId", LUA_TSTRING))
+      return kn_failf(L, "invalid_shard", "shard %d has no ShardId string", (int)i);
     nidx = lua_gettop(L);
     lua_pushvalue(L, nidx);
     lua_rawget(L, tidx);
-    if (!lua_isnil(L, -1)) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "%s appears twice", lua_tostring(L, nidx));
-      return 2;
-    }
+    if (!lua_isnil(L, -1))
+      return kn_failf(L, "duplicate_shard", "%s appears twice", lua_tostring(L, nidx));
     lua_pop(L, 1);
     if (!shard_key(L, sidx, nidx, "StartingHashKey", &s) ||
-        !shard_key(L, sidx, nidx, "EndingHashKey", &e)) {
-      lua_pushnil(L);
-      lua_insert(L, -2);
-      return 2;
-    }
+        !shard_key(L, sidx, nidx, "EndingHashKey", &e))
+      return kn_fail_top(L, "invalid_shard");
     kn_shardmap_add(u->m, s, e);
     lua_pushvalue(L, sidx);
     lua_rawseti(L, tidx, (int)i);
@@ -360,11 +328,7 @@ static int l_shardmap_new(lua_State *L)
   }
 
   rc = kn_shardmap_seal(u->m, &problem);
-  if (rc != KN_SHARDMAP_OK) {
-    lua_pushnil(L);
-    push_problem(L, tidx, rc, &problem);
-    return 2;
-  }
+  if (rc != KN_SHARDMAP_OK) return kn_fail_top(L, push_problem(L, tidx, rc, &problem));
   lua_settop(L, uidx);
   return 1;
 }
@@ -377,11 +341,7 @@ static int map_lookup(lua_State *L)
   const char *s = check_bytes(L, 2, &len);
   kn_u128 v;
   int rc = kn_u128_md5(s, len, &v);
-  if (rc != KN_U128_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, kn_u128_strerror(rc));
-    return 2;
-  }
+  if (rc != KN_U128_OK) return kn_fail(L, "crypto", kn_u128_strerror(rc));
   kn_shardmap_lookup(u->m, v, &id);
   get_uservalue(L, 1);
   push_shard(L, lua_gettop(L), id);
@@ -468,12 +428,12 @@ static int map_adjacent(lua_State *L)
   id = find_id(L, tidx, 2);
   if (id == SIZE_MAX) {
     lua_pushnil(L);
-    lua_pushnil(L);
     if (lua_istable(L, 2)) lua_getfield(L, 2, "ShardId");
     else lua_pushvalue(L, 2);
     lua_pushliteral(L, " is not in this shard map");
     lua_concat(L, 2);
-    return 3;
+    kn_fail_top(L, "shard_not_found");
+    return 3;                              /* nil, nil, err */
   }
   kn_shardmap_adjacent(u->m, id, &lower, &upper);
   if (lower == SIZE_MAX) lua_pushnil(L);

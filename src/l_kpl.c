@@ -5,6 +5,7 @@
  * points raises; bad bytes or bad decimals give nil, err. Scratch arrays
  * are userdata, so a raise half-way leaks nothing. */
 #include "lbind.h"
+#include "l_util.h"
 #include "kpl.h"
 #include "u128.h"
 
@@ -53,7 +54,7 @@ static int to_index(lua_State *L, int idx, uint64_t *out)
   return 1;
 }
 
-/* nil, code, message for a status of unwrap or scan. */
+/* nil, {code, message} for a status of unwrap or scan. */
 static int push_failure(lua_State *L, int rc)
 {
   const char *code;
@@ -65,10 +66,7 @@ static int push_failure(lua_State *L, int rc)
   case KN_KPL_ECRYPTO: code = "crypto"; break;
   default: code = "internal"; break;
   }
-  lua_pushnil(L);
-  lua_pushstring(L, code);
-  lua_pushstring(L, kn_kpl_strerror(rc));
-  return 3;
+  return kn_fail(L, code, kn_kpl_strerror(rc));
 }
 
 /* Array bytes for n elements of size each, or a raised error. */
@@ -111,7 +109,7 @@ static void push_strings(lua_State *L, const kn_kpl_bytes *v, size_t n)
   }
 }
 
-/* kpl_decode(bytes) -> pk_table, ehk_table, records | nil, code, message
+/* kpl_decode(bytes) -> pk_table, ehk_table, records | nil, {code, message}
  *   records[i] = { partition_key_index = n, explicit_hash_key_index = n | nil,
  *                  data = s }, indexes 0-based as on the wire and unchecked.
  *   code: "not_aggregate" (no magic, or too short), "checksum" (MD5),
@@ -127,7 +125,7 @@ static int l_kpl_decode(lua_State *L)
   kn_kpl_message msg;
   int rc = kn_kpl_unwrap(s, len, &pb, &pb_len);
   if (rc == KN_KPL_OK) rc = kn_kpl_scan(pb, pb_len, &counts);
-  if (rc != KN_KPL_OK) return push_failure(L, rc);
+  if (rc != KN_KPL_OK) return push_failure(L, rc);  /* nil, err */
 
   lend_arrays(L, &msg, counts.pks, counts.ehks, counts.records);
   rc = kn_kpl_parse(pb, pb_len, &msg);
@@ -237,15 +235,14 @@ static int l_kpl_encode(lua_State *L)
 }
 
 /* Parses the decimal string at idx (argument error if not a string); on a
- * bad decimal pushes nil and a message naming `what` and returns 0. */
+ * bad decimal pushes nil and an error naming `what` and returns 0. */
 static int parse_key(lua_State *L, int idx, const char *what, kn_u128 *out)
 {
   size_t len;
   const char *s = check_bytes(L, idx, &len);
   int rc = kn_u128_parse(s, len, out);
   if (rc == KN_U128_OK) return 1;
-  lua_pushnil(L);
-  lua_pushfstring(L, "bad %s: %s", what, kn_u128_strerror(rc));
+  kn_failf(L, "invalid_hash_key", "bad %s: %s", what, kn_u128_strerror(rc));
   return 0;
 }
 
@@ -264,11 +261,7 @@ static int l_kpl_in_range(lua_State *L)
     if (!parse_key(L, 2, "ExplicitHashKey", &key)) return 2;
   } else {
     int rc = kn_u128_md5(pk, len, &key);
-    if (rc != KN_U128_OK) {
-      lua_pushnil(L);
-      lua_pushstring(L, kn_u128_strerror(rc));
-      return 2;
-    }
+    if (rc != KN_U128_OK) return kn_fail(L, "crypto", kn_u128_strerror(rc));
   }
   if (!parse_key(L, 3, "StartingHashKey", &lo)) return 2;
   if (!parse_key(L, 4, "EndingHashKey", &hi)) return 2;

@@ -7,40 +7,35 @@
 #include <time.h>
 
 #include "lbind.h"
+#include "l_util.h"
 #include "sigv4.h"
 
 #define KN_SIGNER_MT "kinesis.signer"
 #define KN_STACK_HEADERS 16
 
-/* core.sha256_hex(s) -> 64 lowercase hex digits */
+/* core.sha256_hex(s) -> 64 lowercase hex digits | nil, err */
 static int l_sha256_hex(lua_State *L)
 {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   unsigned char digest[KN_SHA256_LEN];
   char hex[2 * KN_SHA256_LEN];
-  if (kn_sha256(s, n, digest) != KN_SIGV4_OK) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "sha256: libcrypto failure");
-    return 2;
-  }
+  if (kn_sha256(s, n, digest) != KN_SIGV4_OK)
+    return kn_fail(L, "crypto", "sha256: libcrypto failure");
   kn_hex_encode(digest, sizeof digest, hex);
   lua_pushlstring(L, hex, sizeof hex);
   return 1;
 }
 
-/* core.hmac_sha256(key, msg) -> 32 raw bytes */
+/* core.hmac_sha256(key, msg) -> 32 raw bytes | nil, err */
 static int l_hmac_sha256(lua_State *L)
 {
   size_t kn, mn;
   const char *key = luaL_checklstring(L, 1, &kn);
   const char *msg = luaL_checklstring(L, 2, &mn);
   unsigned char mac[KN_SHA256_LEN];
-  if (kn_hmac_sha256(key, kn, msg, mn, mac) != KN_SIGV4_OK) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "hmac_sha256: libcrypto failure");
-    return 2;
-  }
+  if (kn_hmac_sha256(key, kn, msg, mn, mac) != KN_SIGV4_OK)
+    return kn_fail(L, "crypto", "hmac_sha256: libcrypto failure");
   lua_pushlstring(L, (const char *)mac, sizeof mac);
   return 1;
 }
@@ -190,7 +185,7 @@ static int l_signer_sign(lua_State *L)
   kn_sigv4_header stackbuf[KN_STACK_HEADERS];
   kn_sigv4_request req;
   kn_sigv4_result res;
-  int debug, has_token, idx = 1;
+  int debug, has_token, idx = 1, rc;
 
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checkstack(L, 40, "sign");
@@ -212,11 +207,11 @@ static int l_signer_sign(lua_State *L)
   req.time = opt_time(L, 2);
   req.headers = read_headers(L, 2, stackbuf, &req.header_count);
 
-  if (kn_sigv4_sign(s, &req, &res) != KN_SIGV4_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, kn_sigv4_signer_error(s));
-    return 2;
-  }
+  rc = kn_sigv4_sign(s, &req, &res);
+  if (rc != KN_SIGV4_OK)
+    return kn_fail(L, rc == KN_SIGV4_EINVAL ? "invalid_request"
+                      : rc == KN_SIGV4_ENOMEM ? "out_of_memory" : "crypto",
+                   kn_sigv4_signer_error(s));
   has_token = req.session_token != NULL && req.session_token_len > 0;
 
   /* Everything below points into s or into anchored Lua strings. */

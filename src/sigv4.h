@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 
 #include "buf.h"
+#include "header.h"
 
 #define KN_SHA256_LEN 32
 
@@ -40,14 +41,10 @@ int kn_hmac_sha256(const void *key, size_t key_len, const void *msg,
 /* Lowercase hex of in[0..n) into out (2n bytes, no NUL). Returns KN_SIGV4_OK. */
 int kn_hex_encode(const unsigned char *in, size_t n, char *out);
 
-/* One request header as the caller will send it. Name and value are
- * borrowed (pointer + length, not NUL-terminated). */
-typedef struct kn_sigv4_header {
-  const char *name;
-  size_t name_len;
-  const char *value;
-  size_t value_len;
-} kn_sigv4_header;
+/* One request header as the caller will send it: the transport's own
+ * kn_header (header.h). Name and value are borrowed (pointer + length, not
+ * NUL-terminated). */
+typedef kn_header kn_sigv4_header;
 
 /* Everything the signer reads. All pointers are borrowed for the duration
  * of kn_sigv4_sign; strings are pointer + length, NULL means absent. */

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include "header.h"
+
 /* Outcome of a request: KN_TE_OK when an HTTP response (any status) arrived. */
 typedef enum kn_transport_error {
   KN_TE_OK = 0,
@@ -34,14 +36,9 @@ typedef struct kn_transport_opts {
   int http2;                /* offer h2 through ALPN on https URLs */
 } kn_transport_opts;
 
-/* Byte strings are pointer + length everywhere: headers and bodies may hold
- * any byte, and nothing here relies on NUL termination. */
-typedef struct kn_header {
-  const char *name;
-  size_t name_len;
-  const char *value;
-  size_t value_len;
-} kn_header;
+/* Byte strings are pointer + length everywhere: headers (kn_header, in
+ * header.h) and bodies may hold any byte, and nothing here relies on NUL
+ * termination. */
 
 /* A request description. Everything is borrowed: the transport copies method,
  * URL and headers while preparing, but uses `body` in place, so the body must

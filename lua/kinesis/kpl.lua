@@ -74,7 +74,7 @@ local function check_record(r, what)
       return format("%s: ExplicitHashKey must be a decimal string, got %s", what, type(ehk))
     end
     local ok, why = u128_check(ehk)
-    if not ok then return format("%s: bad ExplicitHashKey: %s", what, why) end
+    if not ok then return format("%s: bad ExplicitHashKey: %s", what, why.message) end
   end
   return nil
 end
@@ -286,9 +286,9 @@ local function shard_range(shard)
       .. "and EndingHashKey strings)", 3)
   end
   local ok, why = u128_check(lo)
-  if not ok then return nil, nil, "bad StartingHashKey: " .. why end
+  if not ok then return nil, nil, "bad StartingHashKey: " .. why.message end
   ok, why = u128_check(hi)
-  if not ok then return nil, nil, "bad EndingHashKey: " .. why end
+  if not ok then return nil, nil, "bad EndingHashKey: " .. why.message end
   return lo, hi
 end
 
@@ -333,7 +333,7 @@ function M.deaggregate(record, opts)
 
   local pks, ehks, recs = kpl_decode(data)
   if not pks then
-    local code, why = ehks, recs
+    local code, why = ehks.code, ehks.message
     if code == "crypto" then return nil, protocol("KPLDigestFailed", why) end
     if opts and opts.strict and STRICT_CODES[code] then
       return nil, protocol(STRICT_CODES[code], "record starts with the KPL magic but " .. why)
@@ -377,7 +377,7 @@ function M.deaggregate(record, opts)
     for i = 1, nu do
       local u = users[i]
       local inside, why = kpl_in_range(u.PartitionKey, u.ExplicitHashKey, lo, hi)
-      if inside == nil then return nil, protocol("KPLDigestFailed", why) end
+      if inside == nil then return nil, protocol("KPLDigestFailed", why.message) end
       if not inside then
         -- AggregatorUtil.deaggregate: one user record outside the shard
         -- discards every user record of that aggregate.

@@ -7,16 +7,23 @@
 -- kinesis-local lays out a new stream 1-3 keys off from AWS and kinesalite.
 local core = require "kinesis.core"
 
-local type, error, ipairs = type, error, ipairs
+local type, error, ipairs, setmetatable = type, error, ipairs, setmetatable
 
 local M = {}
+
+-- Errors have the C core's shape, { code =, message = }, and print as
+-- their message, whether the core or this file found the problem.
+local Error = { __tostring = function(e) return e.message end }
+local function fail(code, message)
+  return nil, setmetatable({ code = code, message = message }, Error)
+end
 
 --- hash_key(partition_key) -> decimal string
 -- MD5 of the key's bytes (UTF-8 as given, no normalization). Raises if
 -- partition_key is not a string.
 M.hash_key = core.hash_key
 
---- u128_check(value) -> true | nil, reason
+--- u128_check(value) -> true | nil, err (err.code "invalid_decimal", err.message)
 -- Whether value is a hash key the service accepts: a decimal string of
 -- digits only, no sign, no leading zero (except "0"), at most 2^128-1.
 -- Never raises (request validation passes it whatever the caller sent).
@@ -47,12 +54,12 @@ end
 function M.split_point(shard)
   local s, e, err = range_of(shard)
   local name = type(shard.ShardId) == "string" and shard.ShardId .. ": " or ""
-  if err then return nil, name .. err end
+  if err then return fail("invalid_shard", name .. err) end
   if type(s) ~= "string" or type(e) ~= "string" then
-    return nil, name .. "StartingHashKey and EndingHashKey must be decimal strings"
+    return fail("invalid_shard", name .. "StartingHashKey and EndingHashKey must be decimal strings")
   end
   local key, why = core.hash_split_point(s, e)
-  if not key then return nil, name .. why end
+  if not key then return fail(why.code, name .. why.message) end
   return key
 end
 
@@ -94,7 +101,7 @@ function M.shard_map(shards, opts)
     end
   end
   if n == 0 then
-    return nil, include_closed and "no shards to map" or "no open shards to map"
+    return fail("no_shards", include_closed and "no shards to map" or "no open shards to map")
   end
   return core.shardmap_new(list)
 end

@@ -207,7 +207,7 @@ function Subscription:next()
   end
   local dec = self.decoder
   while true do
-    local msg, code, detail = dec:next()
+    local msg, derr = dec:next()
     if msg then
       self.last_message = monotime()
       self.messages = self.messages + 1
@@ -217,9 +217,9 @@ function Subscription:next()
         self.events = self.events + 1
         return event
       end
-    elseif code then
-      return fail(self, protocol_error(self, format("corrupt event stream (%s): %s", code,
-        tostring(detail)), "EventStreamError"))
+    elseif derr then
+      return fail(self, protocol_error(self, format("corrupt event stream (%s): %s", derr.code,
+        derr.message), "EventStreamError"))
     else
       -- the inactivity timeout runs from the last complete message, so a
       -- server trickling bytes of a message that never completes still ends
@@ -231,10 +231,10 @@ function Subscription:next()
         rerr = { code = "Timeout" }
       end
       if data then
-        local ok, fcode, fdetail = dec:feed(data)
+        local ok, ferr = dec:feed(data)
         if not ok then
-          return fail(self, protocol_error(self, format("corrupt event stream (%s): %s", fcode,
-            tostring(fdetail)), "EventStreamError"))
+          return fail(self, protocol_error(self, format("corrupt event stream (%s): %s", ferr.code,
+            ferr.message), "EventStreamError"))
         end
       elseif rerr then
         if rerr.code == "Timeout" then
@@ -245,10 +245,10 @@ function Subscription:next()
       else
         -- end of the response body: the subscription is over (SubscribeToShard
         -- ends after 5 minutes); a half message left over is a fault
-        local ok, fcode, fdetail = dec:finish()
+        local ok, ferr = dec:finish()
         if not ok then
           return fail(self, protocol_error(self, format("event stream ended mid-message (%s): %s",
-            fcode, tostring(fdetail)), "EventStreamError"))
+            ferr.code, ferr.message), "EventStreamError"))
         end
         self:close()
         self.finished = true
