@@ -753,3 +753,46 @@ describe("kinesis.curl multi", function()
     h1:close()
   end)
 end)
+
+describe("option and header readers shared by the bindings (src/l_util.c)", function()
+  local core = require "kinesis.core"
+  local function sign_opts(extra)
+    local o = { method = "POST", path = "/", region = "us-east-1", service = "kinesis",
+                access_key = "AKIDEXAMPLE", secret_key = "secret", time = 1440938160,
+                headers = { { "Host", "kinesis.us-east-1.amazonaws.com" }, { "X-Amz-Target", "T.Op" } } }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("a non-boolean option raises the same message in kinesis.curl and kinesis.core", function()
+    local function message(f)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      return tostring(err)
+    end
+    assert.matches("bad option 'verify' (boolean expected, got string)",
+      message(function() curl.easy{ verify = "yes" } end), 1, true)
+    assert.matches("bad option 'http2' (boolean expected, got number)",
+      message(function() curl.easy{ http2 = 1 } end), 1, true)
+    local m, h = curl.multi(), curl.easy()
+    assert.matches("bad option 'stream' (boolean expected, got number)",
+      message(function() m:add(h, { url = "http://127.0.0.1:9/" }, { stream = 1 }) end), 1, true)
+    m:close()
+    h:close()
+    assert.matches("bad option 'sign_body' (boolean expected, got string)",
+      message(function() core.signer():sign(sign_opts{ sign_body = "yes" }) end), 1, true)
+    -- false and nil are values, not misuse
+    assert.is_table(core.signer():sign(sign_opts{ sign_body = false, debug = nil }))
+  end)
+
+  it("headers as {name, value} pairs or name = value read the same for signing", function()
+    local a = assert(core.signer():sign(sign_opts()))
+    local b = assert(core.signer():sign(sign_opts{
+      headers = { Host = "kinesis.us-east-1.amazonaws.com", ["X-Amz-Target"] = "T.Op" } }))
+    assert.equal(a.signature, b.signature)
+    assert.equal("host;x-amz-date;x-amz-target", b.signed_headers)
+    local ok, err = pcall(function() core.signer():sign(sign_opts{ headers = { Host = 1 } }) end)
+    assert.is_false(ok)
+    assert.matches("sign: bad header 'Host' (string value expected, got number)", tostring(err), 1, true)
+  end)
+end)

@@ -48,14 +48,6 @@ static long opt_ms(lua_State *L, int idx, const char *what, long dflt)
   return ms;
 }
 
-static int opt_bool(lua_State *L, int idx, const char *what, int dflt)
-{
-  if (lua_isnoneornil(L, idx)) return dflt;
-  if (lua_type(L, idx) != LUA_TBOOLEAN)
-    return luaL_error(L, "bad '%s' (boolean expected, got %s)", what, type_of(L, idx));
-  return lua_toboolean(L, idx);
-}
-
 /* A string without embedded NUL (it is handed to C as a C string). */
 static const char *check_cstring(lua_State *L, int idx, const char *what)
 {
@@ -91,7 +83,7 @@ static l_multi *check_multi(lua_State *L, int idx)
 static int read_request(lua_State *L, int idx, kn_request *req)
 {
   int hidx, body_idx;
-  size_t n = 0, i;
+  size_t n = 0;
   kn_header *hs;
 
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -116,53 +108,10 @@ static int read_request(lua_State *L, int idx, kn_request *req)
   lua_getfield(L, idx, "headers");
   hidx = lua_gettop(L);
 
-  /* pass 1: check types and count; { {name, value}, ... } and/or { name = value } */
-  if (!lua_isnil(L, hidx)) {
-    if (lua_type(L, hidx) != LUA_TTABLE)
-      luaL_error(L, "bad 'headers' (table expected, got %s)", type_of(L, hidx));
-    lua_pushnil(L);
-    while (lua_next(L, hidx) != 0) {
-      if (lua_type(L, -2) == LUA_TSTRING) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-          luaL_error(L, "bad header '%s' (string value expected, got %s)",
-                     lua_tostring(L, -2), type_of(L, -1));
-      } else if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TTABLE) {
-        lua_rawgeti(L, -1, 1);
-        lua_rawgeti(L, -2, 2);
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-          luaL_error(L, "bad 'headers' entry (expected {name, value} strings)");
-        lua_pop(L, 2);
-      } else {
-        luaL_error(L, "bad 'headers' entry (expected {name, value} or name = value)");
-      }
-      n++;
-      lua_pop(L, 1);
-    }
-  }
-
-  hs = lua_newuserdata(L, (n > 0 ? n : 1) * sizeof *hs);
-
-  /* pass 2: fill; each string stays referenced by the headers table */
-  i = 0;
-  if (n > 0) {
-    lua_pushnil(L);
-    while (lua_next(L, hidx) != 0 && i < n) {
-      if (lua_type(L, -2) == LUA_TSTRING) {
-        hs[i].name = lua_tolstring(L, -2, &hs[i].name_len);
-        hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
-      } else {
-        lua_rawgeti(L, -1, 1);
-        hs[i].name = lua_tolstring(L, -1, &hs[i].name_len);
-        lua_rawgeti(L, -2, 2);
-        hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
-        lua_pop(L, 2);
-      }
-      i++;
-      lua_pop(L, 1);
-    }
-  }
+  /* an array in a userdata left on the stack, like the strings it lends */
+  hs = kn_read_headers(L, hidx, "request", NULL, 0, &n);
   req->headers = hs;
-  req->nheaders = i;
+  req->nheaders = n;
   return body_idx;
 }
 
@@ -282,8 +231,8 @@ static int l_easy_new(lua_State *L)
                                           : (lua_getfield(L, 1, name), lua_gettop(L)))
   o.connect_timeout_ms = opt_ms(L, FIELD("connect_timeout"), "connect_timeout", 3000);
   o.timeout_ms = opt_ms(L, FIELD("timeout"), "timeout", 30000);
-  o.verify = opt_bool(L, FIELD("verify"), "verify", 1);
-  o.http2 = opt_bool(L, FIELD("http2"), "http2", 1);
+  o.verify = kn_opt_boolean(L, 1, "verify", 1);
+  o.http2 = kn_opt_boolean(L, 1, "http2", 1);
   if (!lua_isnil(L, FIELD("cafile"))) cafile = check_cstring(L, -1, "cafile");
 #undef FIELD
   o.cafile = cafile;
@@ -394,8 +343,7 @@ static void read_add_options(lua_State *L, int idx, kn_request *req)
       luaL_error(L, "unknown curl multi add option '%s'", k);
     lua_pop(L, 1);
   }
-  lua_getfield(L, idx, "stream");
-  req->stream = opt_bool(L, -1, "stream", 0);
+  req->stream = kn_opt_boolean(L, idx, "stream", 0);
   lua_getfield(L, idx, "buffer");
   if (!lua_isnil(L, -1)) {
     lua_Number n;
@@ -406,7 +354,7 @@ static void read_add_options(lua_State *L, int idx, kn_request *req)
       luaL_error(L, "bad 'buffer' (expected 1 to 2^30 bytes)");
     req->stream_buffer = (size_t)n;
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
 }
 
 /* m:add(easy, request [, {stream = true, buffer = bytes}]) -> id | nil, err

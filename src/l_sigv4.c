@@ -88,18 +88,6 @@ static void opt_string(lua_State *L, int opts, const char *name,
   }
 }
 
-static int opt_bool(lua_State *L, int opts, const char *name, int dflt)
-{
-  int v = dflt;
-  lua_getfield(L, opts, name);
-  if (lua_type(L, -1) == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-  else if (!lua_isnil(L, -1))
-    luaL_error(L, "sign: field '%s' must be a boolean (got %s)", name,
-               luaL_typename(L, -1));
-  lua_pop(L, 1);
-  return v;
-}
-
 /* opts.time: nil = now; a number of seconds (a fraction is dropped). Out
  * of range values become -1, which the core rejects with a message. */
 static int64_t opt_time(lua_State *L, int opts)
@@ -127,41 +115,6 @@ static int64_t opt_time(lua_State *L, int opts)
   return t;
 }
 
-/* Reads opts.headers (array of {name, value}) into hdrs[0..n). The
- * strings stay anchored by the headers table, which stays on the stack. */
-static kn_sigv4_header *read_headers(lua_State *L, int opts,
-                                     kn_sigv4_header *stackbuf, size_t *count)
-{
-  kn_sigv4_header *h = stackbuf;
-  size_t n, i;
-  int tab;
-  lua_getfield(L, opts, "headers");
-  tab = lua_gettop(L);
-  if (lua_isnil(L, tab)) {
-    *count = 0;
-    return h;
-  }
-  if (!lua_istable(L, tab))
-    luaL_error(L, "sign: field 'headers' must be a table (got %s)", luaL_typename(L, tab));
-  n = (size_t)lua_rawlen(L, tab);
-  /* A GC-owned array: a raise below leaks nothing. */
-  if (n > KN_STACK_HEADERS) h = (kn_sigv4_header *)lua_newuserdata(L, n * sizeof *h);
-  for (i = 0; i < n; i++) {
-    lua_rawgeti(L, tab, (int)i + 1);
-    if (!lua_istable(L, -1))
-      luaL_error(L, "sign: headers[%d] must be a {name, value} table", (int)i + 1);
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "sign: headers[%d] must be {name, value} with two strings", (int)i + 1);
-    h[i].name = lua_tolstring(L, -2, &h[i].name_len);
-    h[i].value = lua_tolstring(L, -1, &h[i].value_len);
-    lua_pop(L, 3);
-  }
-  *count = n;
-  return h;
-}
-
 static void set_lstring(lua_State *L, const char *k, const char *v, size_t n)
 {
   lua_pushlstring(L, v, n);
@@ -182,7 +135,7 @@ static void push_pair(lua_State *L, int idx, const char *name, const char *v, si
 static int l_signer_sign(lua_State *L)
 {
   kn_sigv4_signer *s = (kn_sigv4_signer *)luaL_checkudata(L, 1, KN_SIGNER_MT);
-  kn_sigv4_header stackbuf[KN_STACK_HEADERS];
+  kn_header stackbuf[KN_STACK_HEADERS];
   kn_sigv4_request req;
   kn_sigv4_result res;
   int debug, has_token, idx = 1, rc;
@@ -200,12 +153,14 @@ static int l_signer_sign(lua_State *L)
   opt_string(L, 2, "access_key", &req.access_key, &req.access_key_len);
   opt_string(L, 2, "secret_key", &req.secret_key, &req.secret_key_len);
   opt_string(L, 2, "session_token", &req.session_token, &req.session_token_len);
-  req.normalize_path = opt_bool(L, 2, "normalize_path", 1);
-  req.sign_body = opt_bool(L, 2, "sign_body", 0);
-  req.omit_session_token = opt_bool(L, 2, "omit_session_token", 0);
-  debug = opt_bool(L, 2, "debug", 0);
+  req.normalize_path = kn_opt_boolean(L, 2, "normalize_path", 1);
+  req.sign_body = kn_opt_boolean(L, 2, "sign_body", 0);
+  req.omit_session_token = kn_opt_boolean(L, 2, "omit_session_token", 0);
+  debug = kn_opt_boolean(L, 2, "debug", 0);
   req.time = opt_time(L, 2);
-  req.headers = read_headers(L, 2, stackbuf, &req.header_count);
+  /* the headers table (and any array made for it) stays on the stack */
+  lua_getfield(L, 2, "headers");
+  req.headers = kn_read_headers(L, -1, "sign", stackbuf, KN_STACK_HEADERS, &req.header_count);
 
   rc = kn_sigv4_sign(s, &req, &res);
   if (rc != KN_SIGV4_OK)
