@@ -216,6 +216,18 @@ for round = 1, ROUNDS do
     end
   end
 
+  if enabled("consumer") then
+    local c = lua("consumer.lua", WORK, "2", "1")
+    if c then
+      add("consumer.value", c.consumer_rps)
+      add("consumer.baseline", c.get_records_rps)
+      add("consumer.ratio", c.ratio)
+      add("consumer_file.value", c.consumer_file_rps)
+      add("consumer_file.ratio", c.ratio_file)
+      add("consumer.rss", c.hwm_kb)
+    end
+  end
+
   if enabled("sign") then
     for _, size in ipairs { 100, 1048576 } do
       local key = "sign_" .. size
@@ -383,6 +395,17 @@ if samples["decode.value"] then
         ratio = ratio_text(r, nil, rkey), goal = "<= 1.5", met = yesno(r <= 1.5), rss = rss("decode"),
         raw = { value = med("decode.value"), baseline = med("decode.baseline"), ratio = r, unit = "ms",
                 walk_ms = med("decode.walk_ms"), b64_ms = med("decode.b64_ms") } }
+end
+if samples["consumer.value"] then
+  local r, rf = med("consumer.ratio"), med("consumer_file.ratio")
+  row { id = "consumer", measurement = "consumer records/s, 10,000-record GetRecords answers (memory store)",
+        value = si(med("consumer.value"), "records/s"), baseline = si(med("consumer.baseline"), "records/s") .. " (GetRecords alone)",
+        ratio = ratio_text(r, nil, "consumer"), goal = "report", met = "-", rss = rss("consumer"),
+        raw = { value = med("consumer.value"), baseline = med("consumer.baseline"), ratio = r, unit = "records/s" } }
+  row { id = "consumer_file", measurement = "consumer records/s, file store (fsync per batch)",
+        value = si(med("consumer_file.value"), "records/s"), baseline = si(med("consumer.baseline"), "records/s") .. " (GetRecords alone)",
+        ratio = ratio_text(rf, nil, "consumer_file"), goal = "report", met = "-", rss = rss("consumer"),
+        raw = { value = med("consumer_file.value"), baseline = med("consumer.baseline"), ratio = rf, unit = "records/s" } }
 end
 for _, size in ipairs { 100, 1048576 } do
   local key = "sign_" .. size

@@ -13,6 +13,8 @@ local type, tostring, pairs, ipairs, pcall, xpcall, error, setmetatable, select 
 local format, min, max, floor, random = string.format, math.min, math.max, math.floor, math.random
 local traceback = debug.traceback
 local compare_sequence = checkpoints.compare_sequence
+local MAGIC = kpl.MAGIC
+local MAGIC_LEN = #MAGIC
 
 -- where code runs: kinesis.runtime when present, else the scheduler it grew from
 local rt do
@@ -505,16 +507,30 @@ end
 -- sub-records a part-way checkpoint already covers.
 function Consumer:_user_records(w, raw)
   local users, n, bytes = {}, 0, 0
+  local shard_opt = w.deagg_opts
+  if not shard_opt then
+    shard_opt = { shard = w.shard }
+    w.deagg_opts = shard_opt
+  end
   for i = 1, #raw do
     local r = raw[i]
-    local us, err = kpl.deaggregate(r, { shard = w.shard })
-    if not us then
-      -- a damaged aggregate: keep its sound user records, report the rest
-      self:_report(w.id, err, "deaggregate")
-      us = err.records or {}
+    local us, err
+    if r.Data:sub(1, MAGIC_LEN) ~= MAGIC then
+      -- not an aggregate (the common case): the decoded record is handed over
+      -- as it is (no added field: a fifth key would resize every record's table)
+      n = n + 1
+      users[n] = r
+      bytes = bytes + #r.Data
+    else
+      us, err = kpl.deaggregate(r, shard_opt)
+      if not us then
+        -- a damaged aggregate: keep its sound user records, report the rest
+        self:_report(w.id, err, "deaggregate")
+        us = err.records or {}
+      end
     end
     local skip_seq, skip_sub = w.skip_seq, w.skip_sub
-    for j = 1, #us do
+    for j = 1, us and #us or 0 do
       local u = us[j]
       if skip_seq and u.SequenceNumber == skip_seq and u.SubSequenceNumber ~= nil and u.SubSequenceNumber <= skip_sub then
         -- done before the restart
