@@ -31,7 +31,7 @@ SSL_LIBS    := $(shell $(PKGCONFIG) --libs libcrypto 2>/dev/null || echo -lcrypt
 
 OUT        := build/$(LUA_ABI)
 # curl.so: the transport and its binding, plus the helpers both modules link
-CURL_ONLY  := src/transport.c src/l_curl.c
+CURL_ONLY  := src/transport.c src/transport_multi.c src/l_curl.c
 SHARED_SRC := src/buf.c src/l_util.c
 CORE_SRC   := $(filter-out $(CURL_ONLY),$(wildcard src/*.c))
 CURL_SRC   := $(CURL_ONLY) $(SHARED_SRC)

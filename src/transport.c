@@ -1,90 +1,23 @@
-/* transport.c - the one file that talks to libcurl; see transport.h.
- *
- * One easy handle per transport, reset (not recreated) between requests so
- * its connection cache survives: that is what makes keep-alive work. curl's
- * callbacks only append to buffers owned by the transport; callers pull the
- * result afterwards. Functions that acquire resources exit through cleanup. */
-#include "transport.h"
-#include "buf.h"
+/* transport.c - the blocking side of transport.h: one easy handle per
+ * transport, reset (not recreated) between requests so its connection
+ * cache survives: that is what makes keep-alive work. curl's callbacks only
+ * append to buffers owned by the transport; callers pull the result
+ * afterwards. The multi handle and streams live in transport_multi.c.
+ * Functions that acquire resources exit through cleanup. */
+#include "transport_int.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-/* curl_multi_poll (7.66), curl_multi_wakeup (7.68) */
-#if LIBCURL_VERSION_NUM < 0x074400
-#error "libcurl 7.68.0 or newer is required"
-#endif
+#include <sys/socket.h>
 
 #define KN_BODY_KEEP      (1u << 20)   /* keep a body buffer this big across requests */
 #define KN_RESERVE_MAX    (64u << 20)  /* trust Content-Length up to this for one allocation */
 #define KN_RECV_BUFFER    65536L
-
-typedef struct kn_hdr_span {
-  size_t name_off, name_len, value_off, value_len;
-} kn_hdr_span;
-
-/* KN_DONE: completed, waiting in the completion queue; KN_ENDED: a stream
- * whose transfer completed, kept until its owner reads the end. */
-typedef enum { KN_IDLE = 0, KN_RUNNING, KN_DONE, KN_ENDED } kn_state;
-
-struct kn_transport {
-  CURL *easy;
-  struct curl_slist *slist;      /* request headers of the current request */
-  kn_transport_opts opts;        /* opts.cafile points to cafile_copy */
-  char *cafile_copy;
-
-  kn_buf body;
-  kn_buf hdr_bytes;              /* names and values of the last header block */
-  kn_hdr_span *hdrs;
-  size_t nhdrs, hdr_cap;
-  int oom;                       /* a callback ran out of memory */
-
-  long status;
-  long http_version;
-  long os_errno;
-  int curl_code;
-  kn_transport_error result;
-  char errbuf[CURL_ERROR_SIZE];
-
-  unsigned long requests, connects;
-
-  /* the HTTP/1.x connection the last answer came on, while curl may keep
-   * it for reuse (see keep_or_drop); conn_fd < 0 when none */
-  curl_socket_t conn_fd;
-  long conn_local_port, conn_peer_port;
-  int fresh;                     /* the next request opens a new connection */
-
-  /* streaming (kn_request.stream): `body` holds the unread bytes only */
-  int stream;
-  size_t stream_high;            /* pause when this many bytes are unread */
-  int head_ready;                /* final status and headers are in */
-  int paused;                    /* on_body returned CURL_WRITEFUNC_PAUSE */
-  int notified;                  /* queued in the multi's ready list */
-  kn_transport *ready_next;
-
-  /* membership of a multi: running or completed-not-yet-fetched */
-  kn_multi *multi;
-  kn_state state;
-  long long id;
-  kn_transport *prev, *next;     /* the multi's member list */
-  kn_transport *done_next;       /* the multi's completion queue */
-};
-
-struct kn_multi {
-  CURLM *multi;
-  kn_transport *members;
-  kn_transport *done_head, *done_tail;
-  kn_transport *ready_head, *ready_tail;  /* streams with news */
-  size_t running;
-};
 
 /* ---- validation ------------------------------------------------------ */
 
@@ -151,33 +84,15 @@ static int has_prefix_nocase(const char *s, const char *prefix)
 
 /* ---- curl callbacks (append only) ------------------------------------ */
 
-/* Queues a stream in its multi's ready list, once until popped. */
-static void stream_notify(kn_transport *t)
-{
-  kn_multi *m = t->multi;
-  if (m == NULL || t->notified) return;
-  t->notified = 1;
-  t->ready_next = NULL;
-  if (m->ready_tail != NULL) m->ready_tail->ready_next = t;
-  else m->ready_head = t;
-  m->ready_tail = t;
-}
-
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
   kn_transport *t = ud;
   size_t n = size * nmemb;
-  if (t->stream && t->body.len >= t->stream_high) {
-    /* backpressure: curl keeps this piece and reads no more from the
-     * socket until kn_transport_stream_consume resumes the transfer */
-    t->paused = 1;
-    return CURL_WRITEFUNC_PAUSE;
-  }
+  if (t->stream) return kn_tr_stream_body(t, ptr, n);
   if (kn_buf_append(&t->body, ptr, n) != 0) {
     t->oom = 1;
     return 0;               /* makes curl fail with CURLE_WRITE_ERROR */
   }
-  if (t->stream && n > 0) stream_notify(t);
   return n;
 }
 
@@ -205,18 +120,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
   if (len == 0) {
     curl_off_t cl = -1;
     if (t->stream) {
-      /* the end of a header block: the final one unless the status is 1xx
-       * (HTTP/2 too: curl ends its synthesised block with an empty line) */
-      long code = 0;
-      if (!t->head_ready
-          && curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK
-          && code >= 200) {
-        t->status = code;
-        if (curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &t->http_version) != CURLE_OK)
-          t->http_version = 0;
-        t->head_ready = 1;
-        stream_notify(t);
-      }
+      kn_tr_stream_header_end(t);
       return n;
     }
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
@@ -328,7 +232,7 @@ void kn_transport_free(kn_transport *t)
   free(t);
 }
 
-static kn_transport_error invalid(kn_transport *t, const char *what)
+kn_transport_error kn_tr_invalid(kn_transport *t, const char *what)
 {
   snprintf(t->errbuf, sizeof t->errbuf, "%s", what);
   t->result = KN_TE_INVALID;
@@ -364,7 +268,7 @@ static int append_header(struct curl_slist **list, const kn_header *h)
   do { if (curl_easy_setopt(e, (opt), (val)) != CURLE_OK) goto setopt_failed; } while (0)
 
 /* Resets the handle (keeping its connections) and configures req on it. */
-static kn_transport_error prepare(kn_transport *t, const kn_request *req)
+kn_transport_error kn_tr_prepare(kn_transport *t, const kn_request *req)
 {
   CURL *e = t->easy;
   size_t i;
@@ -388,9 +292,9 @@ static kn_transport_error prepare(kn_transport *t, const kn_request *req)
   t->stream_high = req->stream_buffer > 0 ? req->stream_buffer : KN_STREAM_BUFFER;
 
   if (req->method == NULL || !is_token(req->method, strlen(req->method)))
-    return invalid(t, "invalid HTTP method");
+    return kn_tr_invalid(t, "invalid HTTP method");
   if (req->url == NULL || !url_valid(req->url))
-    return invalid(t, "URL is empty or contains spaces or control characters");
+    return kn_tr_invalid(t, "URL is empty or contains spaces or control characters");
   for (i = 0; i < req->nheaders; i++) {
     const kn_header *h = &req->headers[i];
     if (!kn_header_valid(h)) {
@@ -600,7 +504,7 @@ void kn_transport_drop_connection(kn_transport *t)
 }
 
 /* Records the outcome of a finished transfer. */
-static kn_transport_error finish(kn_transport *t, CURLcode code)
+kn_transport_error kn_tr_finish(kn_transport *t, CURLcode code)
 {
   long n = 0;
   t->requests++;
@@ -629,12 +533,12 @@ kn_transport_error kn_transport_perform(kn_transport *t, const kn_request *req)
 {
   kn_transport_error rc;
   if (t->multi != NULL)
-    return invalid(t, "transport is running in a multi");
+    return kn_tr_invalid(t, "transport is running in a multi");
   if (req->stream)
-    return invalid(t, "a streaming request runs in a multi");
-  rc = prepare(t, req);
+    return kn_tr_invalid(t, "a streaming request runs in a multi");
+  rc = kn_tr_prepare(t, req);
   if (rc != KN_TE_OK) return rc;
-  return finish(t, curl_easy_perform(t->easy));
+  return kn_tr_finish(t, curl_easy_perform(t->easy));
 }
 
 long kn_transport_status(const kn_transport *t) { return t->status; }
@@ -682,216 +586,3 @@ void kn_transport_stats(const kn_transport *t, unsigned long *requests,
 
 int kn_transport_busy(const kn_transport *t) { return t->multi != NULL; }
 
-/* ---- multi ----------------------------------------------------------- */
-
-kn_multi *kn_multi_new(void)
-{
-  kn_multi *m = calloc(1, sizeof *m);
-  if (m == NULL) return NULL;
-  m->multi = curl_multi_init();
-  if (m->multi == NULL) {
-    free(m);
-    return NULL;
-  }
-  /* HTTP/2 streams share a connection where the server allows it */
-  curl_multi_setopt(m->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-  return m;
-}
-
-static void unlink_member(kn_multi *m, kn_transport *t)
-{
-  if (t->prev != NULL) t->prev->next = t->next;
-  else m->members = t->next;
-  if (t->next != NULL) t->next->prev = t->prev;
-  t->prev = t->next = NULL;
-}
-
-static void unlink_done(kn_multi *m, kn_transport *t)
-{
-  kn_transport **pp = &m->done_head, *prev = NULL;
-  while (*pp != NULL && *pp != t) { prev = *pp; pp = &(*pp)->done_next; }
-  if (*pp == NULL) return;
-  *pp = t->done_next;
-  if (m->done_tail == t) m->done_tail = prev;
-  t->done_next = NULL;
-}
-
-static void unlink_ready(kn_multi *m, kn_transport *t)
-{
-  kn_transport **pp = &m->ready_head, *prev = NULL;
-  if (!t->notified) return;
-  while (*pp != NULL && *pp != t) { prev = *pp; pp = &(*pp)->ready_next; }
-  if (*pp != NULL) {
-    *pp = t->ready_next;
-    if (m->ready_tail == t) m->ready_tail = prev;
-  }
-  t->ready_next = NULL;
-  t->notified = 0;
-}
-
-static void detach(kn_multi *m, kn_transport *t)
-{
-  if (t->state == KN_RUNNING) {
-    /* mid-stream this drops the connection (HTTP/1.1) or resets the h2
-     * stream: that is how an abandoned subscription is released */
-    curl_multi_remove_handle(m->multi, t->easy);
-    m->running--;
-  } else if (t->state == KN_DONE) {
-    unlink_done(m, t);
-  }
-  unlink_ready(m, t);
-  t->paused = 0;
-  unlink_member(m, t);
-  t->state = KN_IDLE;
-  t->multi = NULL;
-}
-
-void kn_multi_free(kn_multi *m)
-{
-  if (m == NULL) return;
-  while (m->members != NULL) detach(m, m->members);
-  curl_multi_cleanup(m->multi);
-  free(m);
-}
-
-kn_transport_error kn_multi_add(kn_multi *m, kn_transport *t,
-                                const kn_request *req, long long id)
-{
-  kn_transport_error rc;
-  if (t->multi != NULL)
-    return invalid(t, "transport is already running in a multi");
-  rc = prepare(t, req);
-  if (rc != KN_TE_OK) return rc;
-  if (curl_multi_add_handle(m->multi, t->easy) != CURLM_OK) {
-    snprintf(t->errbuf, sizeof t->errbuf, "curl_multi_add_handle failed");
-    t->result = KN_TE_TRANSPORT;
-    return KN_TE_TRANSPORT;
-  }
-  t->multi = m;
-  t->state = KN_RUNNING;
-  t->id = id;
-  t->prev = NULL;
-  t->next = m->members;
-  if (m->members != NULL) m->members->prev = t;
-  m->members = t;
-  m->running++;
-  return KN_TE_OK;
-}
-
-void kn_multi_remove(kn_multi *m, kn_transport *t)
-{
-  if (t->multi != m || m == NULL) return;
-  detach(m, t);
-}
-
-static void collect(kn_multi *m)
-{
-  CURLMsg *msg;
-  int left;
-  while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
-    kn_transport *t = NULL;
-    if (msg->msg != CURLMSG_DONE) continue;
-    if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t) != CURLE_OK
-        || t == NULL || t->multi != m || t->state != KN_RUNNING)
-      continue;
-    finish(t, msg->data.result);
-    curl_multi_remove_handle(m->multi, t->easy);
-    m->running--;
-    if (t->stream) {
-      /* a response without a header callback's empty line still has one */
-      if (t->result == KN_TE_OK) t->head_ready = 1;
-      t->state = KN_ENDED;
-      stream_notify(t);
-      continue;
-    }
-    t->state = KN_DONE;
-    t->done_next = NULL;
-    if (m->done_tail != NULL) m->done_tail->done_next = t;
-    else m->done_head = t;
-    m->done_tail = t;
-  }
-}
-
-static long long now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int kn_multi_wait(kn_multi *m, long timeout_ms)
-{
-  long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-  for (;;) {
-    int still = 0;
-    long long left;
-    if (curl_multi_perform(m->multi, &still) != CURLM_OK) return -1;
-    collect(m);
-    if (m->done_head != NULL || m->ready_head != NULL) return 0;
-    left = deadline - now_ms();
-    if (left <= 0) return 0;
-    if (curl_multi_poll(m->multi, NULL, 0, (int)(left > 1000000 ? 1000000 : left), NULL)
-        != CURLM_OK)
-      return -1;
-  }
-}
-
-kn_transport *kn_multi_next_done(kn_multi *m, long long *id, kn_transport_error *err)
-{
-  kn_transport *t = m->done_head;
-  if (t == NULL) return NULL;
-  unlink_done(m, t);
-  unlink_member(m, t);
-  t->state = KN_IDLE;
-  t->multi = NULL;
-  *id = t->id;
-  *err = t->result;
-  return t;
-}
-
-kn_transport *kn_multi_next_ready(kn_multi *m, long long *id)
-{
-  kn_transport *t = m->ready_head;
-  if (t == NULL) return NULL;
-  m->ready_head = t->ready_next;
-  if (m->ready_head == NULL) m->ready_tail = NULL;
-  t->ready_next = NULL;
-  t->notified = 0;
-  *id = t->id;
-  return t;
-}
-
-int kn_transport_stream_head(const kn_transport *t) { return t->stream && t->head_ready; }
-
-const char *kn_transport_stream_peek(const kn_transport *t, size_t *len)
-{
-  *len = t->body.len;
-  return t->body.data != NULL ? t->body.data : "";
-}
-
-void kn_transport_stream_consume(kn_transport *t)
-{
-  kn_buf_reset(&t->body);
-  if (t->paused && t->state == KN_RUNNING) {
-    t->paused = 0;
-    /* may call on_body at once with the piece it kept (which may pause
-     * again); the next kn_multi_wait carries on from there */
-    if (curl_easy_pause(t->easy, CURLPAUSE_CONT) != CURLE_OK) t->paused = 1;
-  }
-}
-
-int kn_transport_stream_ended(const kn_transport *t, kn_transport_error *err)
-{
-  if (t->state != KN_ENDED) return 0;
-  *err = t->result;
-  return 1;
-}
-
-int kn_transport_stream_paused(const kn_transport *t) { return t->paused; }
-
-size_t kn_multi_running(const kn_multi *m) { return m->running; }
-
-int kn_multi_wakeup(kn_multi *m)
-{
-  return curl_multi_wakeup(m->multi) == CURLM_OK ? 0 : -1;
-}
