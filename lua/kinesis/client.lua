@@ -407,6 +407,9 @@ end
 --- A KCL-class consumer of a stream (kinesis.consumer; docs/consumer.md).
 function Client:consumer(opts) return require("kinesis.consumer").new(self, opts) end
 
+--- A KPL-class producer for a stream (kinesis.producer; docs/producer.md).
+function Client:producer(opts) return require("kinesis.producer").new(self, opts) end
+
 function Client:close()
   if self._transport and self._transport.close then self._transport:close() end
   self._transport = nil
