@@ -3,6 +3,8 @@
 #   make LUA=luajit build the same sources for LuaJIT (Lua 5.1 API) into build/5.1/
 #   make test       install what is missing, build, run the whole busted suite
 #   make demo       install what is missing, start kinesis-local, run examples/quickstart.lua
+#   make local-kinesis       a local Kinesis on 4568 (foreground; LOCAL_KINESIS_ARGS=--background)
+#   make local-kinesis-stop  stop the one started with --background
 #   make bench      run the benchmarks (bench/), each against a baseline measured in the same run
 #   make gen        regenerate lua/kinesis/model.lua and endpoint_rules.lua from the AWS model
 #   make gen-check  fail if the committed generated files differ from a fresh generation
@@ -40,7 +42,7 @@ HDRS       := $(wildcard src/*.h)
 CORE_SO    := $(OUT)/kinesis/core.so
 CURL_SO    := $(OUT)/kinesis/curl.so
 
-.PHONY: all build deps test demo gen gen-check clean luajit bench
+.PHONY: all build deps test demo gen gen-check clean luajit bench local-kinesis local-kinesis-stop
 all build: $(CORE_SO) $(CURL_SO)
 
 $(CORE_SO): $(CORE_SRC) $(HDRS) Makefile
@@ -66,6 +68,12 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory build
 	@SHARED=$(SHARED) sh tools/demo.sh
+
+local-kinesis:
+	@sh tools/local-kinesis.sh $(LOCAL_KINESIS_ARGS)
+
+local-kinesis-stop:
+	@sh tools/local-kinesis.sh --stop
 
 bench: deps
 	@$(MAKE) --no-print-directory build

@@ -11,11 +11,13 @@ if [ -n "$KINESIS_ENDPOINT" ]; then
   exec lua5.4 examples/quickstart.lua
 fi
 mkdir -p spec/.tmp
-info=$(node spec/support/launch.js kinesis-local '{"env":{"CREATE_STREAM_DURATION":"500ms","DELETE_STREAM_DURATION":"500ms"}}') || { echo "$info"; exit 1; }
-pid=$(echo "$info" | sed -E 's/.*"pid":([0-9]+).*/\1/')
-port=$(echo "$info" | sed -E 's/.*"port":([0-9]+).*/\1/')
-trap 'kill -TERM -"$pid" 2>/dev/null' EXIT INT TERM
-echo "kinesis-local is listening on 127.0.0.1:$port (pid $pid)"
+# the same local Kinesis as `make local-kinesis`, on free ports, stopped on exit
+export KINESIS_LOCAL_PID_FILE="$ROOT/spec/.tmp/demo-kinesis-local.pid"
+lines=$(sh tools/local-kinesis.sh --background --free-ports 2>spec/.tmp/demo-kinesis-local.err) ||
+  { cat spec/.tmp/demo-kinesis-local.err; exit 1; }
+trap 'sh tools/local-kinesis.sh --stop 2>/dev/null' EXIT INT TERM
+port=$(echo "$lines" | sed -n -E 's/^export AWS_ENDPOINT_URL_KINESIS=http:\/\/127\.0\.0\.1:([0-9]+)$/\1/p')
+echo "kinesis-local is listening on 127.0.0.1:$port (tools/local-kinesis.sh)"
 KINESIS_ENDPOINT="http://127.0.0.1:$port" lua5.4 examples/quickstart.lua || exit 1
 echo "--- consuming (examples/consumer.lua)"
 KINESIS_ENDPOINT="http://127.0.0.1:$port" STREAM_NAME="$DEMO_STREAM" lua5.4 examples/consumer.lua
