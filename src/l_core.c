@@ -4,7 +4,7 @@
 #include "lbind.h"
 
 #ifndef KN_VERSION
-#define KN_VERSION "scm"
+#define KN_VERSION "0.1.0"
 #endif
 
 int luaopen_kinesis_core(lua_State *L)
