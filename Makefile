@@ -5,6 +5,7 @@
 #   make demo       install what is missing, start kinesis-local, run examples/quickstart.lua
 #   make local-kinesis       a local Kinesis on 4568 (foreground; LOCAL_KINESIS_ARGS=--background)
 #   make local-kinesis-stop  stop the one started with --background
+#   make release-rockspec    lua-kinesis-$(VERSION)-1.rockspec from the scm one (VERSION from src/l_core.c)
 #   make bench      run the benchmarks (bench/), each against a baseline measured in the same run
 #   make gen        regenerate lua/kinesis/model.lua and endpoint_rules.lua from the AWS model
 #   make gen-check  fail if the committed generated files differ from a fresh generation
@@ -42,7 +43,7 @@ HDRS       := $(wildcard src/*.h)
 CORE_SO    := $(OUT)/kinesis/core.so
 CURL_SO    := $(OUT)/kinesis/curl.so
 
-.PHONY: all build deps test demo gen gen-check clean luajit bench local-kinesis local-kinesis-stop
+.PHONY: all build deps test demo gen gen-check clean luajit bench local-kinesis local-kinesis-stop release-rockspec
 all build: $(CORE_SO) $(CURL_SO)
 
 $(CORE_SO): $(CORE_SRC) $(HDRS) Makefile
@@ -74,6 +75,12 @@ local-kinesis:
 
 local-kinesis-stop:
 	@sh tools/local-kinesis.sh --stop
+
+VERSION := $(shell sed -n -E 's/^\#define KN_VERSION "(.*)"$$/\1/p' src/l_core.c)
+release-rockspec:
+	sed -e 's/^version = "scm-1"$$/version = "$(VERSION)-1"/' \
+	    -e 's|^\(  url = "git+.*",\)$$|\1\n  tag = "v$(VERSION)",|' \
+	    lua-kinesis-scm-1.rockspec > lua-kinesis-$(VERSION)-1.rockspec
 
 bench: deps
 	@$(MAKE) --no-print-directory build

@@ -15,6 +15,8 @@ table-in/table-out function.
 ]],
   license = "MIT",
 }
+-- Debian's lua-cjson package is not registered with LuaRocks; declare it
+-- once with `luarocks config rocks_provided.lua-cjson 2.1.0-1` (README, Install)
 dependencies = {
   "lua >= 5.1",
   "lua-cjson",
@@ -27,6 +29,7 @@ external_dependencies = {
 }
 build = {
   type = "builtin",
+  copy_directories = { "docs", "examples" },
   modules = {
     ["kinesis.core"] = {
       sources = {
