@@ -163,7 +163,7 @@ function M.new(client, opts)
     -- counters
     n_put = 0, bytes_put = 0, n_acked = 0, bytes_acked = 0, n_failed = 0, failed_by_code = {},
     n_retried = 0, n_requests = 0, n_request_errors = 0, n_aggregates = 0, n_aggregated = 0,
-    n_pending = 0, buffered_bytes = 0, inflight_records = 0, n_map_refreshes = 0, n_resent = 0,
+    n_pending = 0, buffered_bytes = 0, buffered_peak = 0, inflight_records = 0, n_map_refreshes = 0, n_resent = 0,
     progress_at = now_fn(), progress_acked = 0, progress_bytes = 0, started = now_fn(),
   }, Producer)
   return self
@@ -377,8 +377,10 @@ function Producer:_refresh(now)
   self.unrouted = {}
   for _, r in ipairs(unrouted) do moved[#moved + 1] = r end
   sort(moved, function(a, b) return a.id < b.id end)
-  for _, r in ipairs(moved) do route(self, r, now) end
-  if #moved > 0 then self.first_fresh = 0 end
+  for _, r in ipairs(moved) do
+    route(self, r, now)
+    if self.first_fresh == nil or r.t < self.first_fresh then self.first_fresh = r.t end
+  end
   self.client:log { event = "producer_shard_map", ok = true, shards = #new_list, rerouted = #moved }
   self:_settle_suspects(now)
 end
@@ -414,8 +416,7 @@ function Producer:put(record)
     return nil, perr("ValidationError", "Data must be a string, got " .. type(data),
       { kind = "validation", field = "Data", rule = "type", op = "producer:put" })
   end
-  local nchars = #pk
-  if nchars > M.MAX_KEY_CHARS then nchars = utf8_length(pk) end
+  local nchars = utf8_length(pk)
   if not nchars or nchars > M.MAX_KEY_CHARS then
     return nil, perr("ValidationError", nchars and format(
       "PartitionKey has %d characters, more than %d", nchars, M.MAX_KEY_CHARS)
@@ -460,7 +461,9 @@ function Producer:put(record)
   self.n_put = self.n_put + 1
   self.bytes_put = self.bytes_put + size
   self.n_pending = self.n_pending + 1
-  self.buffered_bytes = self.buffered_bytes + mem
+  local b = self.buffered_bytes + mem
+  self.buffered_bytes = b
+  if b > self.buffered_peak then self.buffered_peak = b end
   route(self, rec, now)
   if where == "plain" then
     if self:_due(now) then self:_pump_plain(false) end
@@ -537,8 +540,9 @@ end
 -- Builds the next PutRecords request from what is ready, or returns nil.
 -- Takes retries first, then fresh records, shard by shard (starting with a
 -- different shard each time), within each shard's tokens and the request
--- limits; ordered mode takes from shards with nothing in flight, and no
--- key twice in one request.
+-- limits, from shards with nothing in flight (so a key's records are
+-- stored in put order when nothing fails); ordered mode also takes no key
+-- twice in one request.
 function Producer:_build(now, force)
   local o = self.opts
   local max_n, max_bytes = o.batch_max_records, o.batch_max_bytes
@@ -556,7 +560,9 @@ function Producer:_build(now, force)
   for k = 0, ns - 1 do
     if n >= max_n then break end
     local s = list[(start + k - 1) % ns + 1]
-    if ordered and (s.inflight > 0 or s.blocked_until > now) then
+    -- one request in flight per shard: two concurrent requests holding
+    -- the same key could be stored in either order
+    if s.inflight > 0 or s.blocked_until > now then
       if s.inflight == 0 then gate = min(gate, s.blocked_until) end
       goto continue
     end
@@ -1125,7 +1131,8 @@ function Producer:stats()
     failed = self.n_failed, failed_by_code = by_code,
     retried = self.n_retried, resent = self.n_resent,
     pending = self.n_pending, in_flight = self.inflight_records, buffered = unacked,
-    buffered_bytes = self.buffered_bytes, max_buffered_bytes = self.opts.max_buffered_bytes,
+    buffered_bytes = self.buffered_bytes, buffered_bytes_peak = self.buffered_peak,
+    max_buffered_bytes = self.opts.max_buffered_bytes,
     requests = self.n_requests, request_errors = self.n_request_errors,
     in_flight_requests = self.inflight_requests,
     aggregates = self.n_aggregates, aggregated_records = self.n_aggregated,
