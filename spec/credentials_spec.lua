@@ -1,12 +1,12 @@
 -- The credential provider chain (kinesis.credentials), its shared-file
--- parser (kinesis.ini) and its STS client (kinesis.sts). Every source is
+-- parser (kinesis.ini) and its STS client (kinesis.credentials.sts). Every source is
 -- exercised for real: files in a temporary HOME, credential_process
 -- scripts, and spec/support/metadata.js, one loopback server speaking
 -- IMDSv2, the container credentials API and STS (it verifies AssumeRole's
 -- SigV4 signature). A last group runs child Lua processes with a real
 -- process environment, under Lua 5.4 and LuaJIT.
 local credentials = require "kinesis.credentials"
-local sts = require "kinesis.sts"
+local sts = require "kinesis.credentials.sts"
 local ini = require "kinesis.ini"
 local core = require "kinesis.core"
 local cjson = require "cjson"
@@ -114,6 +114,7 @@ local DEFAULTS = {
   container = { path = "/v2/credentials/test-id", token = cjson.null, expires_in = 3600, status = 200 },
   sts = { expires_in = 3600, web_identity_token = "test-web-identity-token", region = cjson.null,
           status = 200, code = cjson.null, message = cjson.null },
+  fail_next = { sts = 0, imds = 0, container = 0, sso = 0, oidc = 0 },
 }
 
 -- the long-term test key metadata.js accepts for AssumeRole
@@ -264,7 +265,7 @@ end)
 
 ---------------------------------------------------------------- kinesis.sts
 
-describe("kinesis.sts", function()
+describe("kinesis.credentials.sts", function()
   local REAL = [[<?xml version="1.0" encoding="UTF-8"?>
 <AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleResult>
@@ -575,6 +576,10 @@ exit 3
       "[profile sso]",
       "sso_session = corp",
       "sso_account_id = 123456789012",
+      "sso_role_name = ReadOnly",
+      "[sso-session corp]",
+      "sso_start_url = https://corp.awsapps.com/start",
+      "sso_region = us-east-1",
     }, "\n") .. "\n")
     write(home .. "/.aws/credentials", table.concat({
       "[default]",
@@ -690,16 +695,18 @@ exit 3
     assert.matches("has role_arn but no source_profile, credential_source or web_identity_token_file", err2.message)
     local _, err3 = profile("badsource"):get()
     assert.matches('unknown credential_source "Mainframe"', err3.message)
+    -- an SSO profile with no cached token says how to log in (spec/sso_spec.lua has the rest)
     local _, err4 = profile("sso"):get()
-    assert.matches("SSO%), which is not supported", err4.message)
+    assert.matches('no cached SSO token .*; run "aws sso login %-%-profile sso"', err4.message)
   end)
 
   it("use credential_source as the role's source", function()
     -- Environment: keys in the environment would win the chain by themselves,
     -- so the profile is resolved directly through the named source
     local p = profile("from-env", { AWS_ACCESS_KEY_ID = "AKIDSTSTEST", AWS_SECRET_ACCESS_KEY = "sts-test-secret-key" })
-    local profiles = assert(p:load_profiles())
-    local c = assert(p:resolve_profile(profiles, "from-env", {}))
+    local shared = require "kinesis.credentials.profile"
+    local profiles, info = assert(shared.load(p))
+    local c = assert(shared.resolve(p, profiles, info, "from-env", {}))
     assert.equal("assume_role", c.source)
     assert.matches("Credential=AKIDSTSTEST/", meta:requests()[1].headers.authorization)
     -- Ec2InstanceMetadata: IMDS credentials sign the AssumeRole call
@@ -956,6 +963,117 @@ describe("EC2 instance metadata (IMDSv2)", function()
     end
     assert.equal(20, old + new)
     assert.is_true(new >= 1 and old >= 1, ("old %d, new %d"):format(old, new))
+  end)
+end)
+
+---------------------------------------------------------------- retries
+
+describe("retries of STS, IMDS and container calls", function()
+  local retry = require "kinesis.retry"
+  local token_file
+  before_each(function() token_file = write(tmp .. "/retry/token", "test-web-identity-token") end)
+
+  -- a kinesis.retry policy whose delays are recorded (and kept short)
+  local function recorded(cfg)
+    local p = assert(retry.new(merged({ mode = "standard", max_attempts = 3, base = 0.02, max_backoff = 1 }, cfg)))
+    local delay, seen = p.delay, {}
+    p.delay = function(self, n)
+      local d = delay(self, n)
+      seen[#seen + 1] = { n = n, d = d }
+      return d
+    end
+    return p, seen
+  end
+
+  local function web_env()
+    return env { AWS_WEB_IDENTITY_TOKEN_FILE = token_file, AWS_ROLE_ARN = "arn:aws:iam::123456789012:role/web" }
+  end
+
+  it("STS: two 500s, then an answer on the third attempt, after the policy's jittered delays", function()
+    local policy, seen = recorded()
+    meta:set { fail_next = { sts = 2 } }
+    -- the same seed gives the delays full jitter must draw: random() * base * 2^(n-1)
+    math.randomseed(20261203)
+    local expect = { math.random() * 0.02, math.random() * 0.04 }
+    math.randomseed(20261203)
+    local c = assert(chain(web_env(), { retry = { sts = policy } }):get())
+    assert.equal("web_identity", c.source)
+    local st = meta:stats()
+    assert.equal(2, st.injected_failures)
+    assert.equal(1, st.assume_role_web_identity)
+    assert.equal(3, #meta:requests())
+    assert.equal(2, #seen)
+    for i = 1, 2 do
+      assert.equal(i, seen[i].n)
+      assert.is_true(seen[i].d >= 0 and seen[i].d <= 0.02 * 2 ^ (i - 1), "delay " .. seen[i].d)
+      assert.near(expect[i], seen[i].d, 1e-12)
+    end
+    -- the retry quota paid for both retries and got the last one back on success
+    assert.equal(retry.QUOTA_MAX - 2 * retry.RETRY_COST + retry.RETRY_COST, policy.quota)
+  end)
+
+  it("STS: gives up after max_attempts, and not at all when the quota is spent", function()
+    local policy = recorded { max_attempts = 2 }
+    meta:set { fail_next = { sts = 5 } }
+    local _, err = chain(web_env(), { retry = { sts = policy } }):get()
+    assert.matches("STS AssumeRoleWithWebIdentity failed: InternalFailure %(HTTP 500%)", err.message)
+    assert.equal(2, meta:stats().injected_failures)
+    meta:reset()
+    local broke = recorded()
+    broke.quota = 0
+    local _, err2 = chain(web_env(), { retry = { sts = broke } }):get()
+    assert.matches("InternalFailure", err2.message)
+    assert.equal(1, meta:stats().injected_failures)
+  end)
+
+  it("STS: stops when the next delay would pass the total time", function()
+    local policy = recorded()
+    policy.delay = function() return 5 end
+    policy.total = 1   -- the chain's retry option: a policy, or its config, with a total budget
+    meta:set { fail_next = { sts = 2 } }
+    local _, err = chain(web_env(), { retry = { sts = policy } }):get()
+    assert.matches("InternalFailure", err.message)
+    assert.equal(1, meta:stats().injected_failures)
+    -- the default budget for STS is 30 s: one 5 s delay fits, then a success
+    policy.total = nil
+    meta:reset()
+    meta:set { fail_next = { sts = 1 } }
+    local slept = {}
+    local runtime = require "kinesis.runtime"
+    local real_sleep = runtime.sleep
+    runtime.sleep = function(d) slept[#slept + 1] = d end
+    local ok, c = pcall(function() return chain(web_env(), { retry = { sts = policy } }):get() end)
+    runtime.sleep = real_sleep
+    assert(ok, c)
+    assert.is_truthy(c)
+    assert.same({ 5 }, slept)   -- the runtime's sleep, with the policy's delay
+  end)
+
+  it("IMDS: AWS_METADATA_SERVICE_NUM_ATTEMPTS attempts through the policy (one by default)", function()
+    local policy, seen = recorded()
+    meta:set { fail_next = { imds = 2 } }
+    local c = assert(chain(imds_env { AWS_METADATA_SERVICE_NUM_ATTEMPTS = "3" }, { retry = { imds = policy } }):get())
+    assert.equal("imds", c.source)
+    local st = meta:stats()
+    assert.equal(2, st.injected_failures)
+    assert.equal(1, st.imds_token)
+    assert.equal(2, #seen)
+    for i = 1, 2 do assert.is_true(seen[i].d >= 0 and seen[i].d <= 0.02 * 2 ^ (i - 1)) end
+    meta:reset()
+    meta:set { fail_next = { imds = 1 } }
+    local _, err = chain(imds_env()):get()
+    assert.matches("token request PUT .* HTTP 500", err.message)
+    assert.equal(1, meta:stats().injected_failures)
+    assert.equal(0, meta:stats().imds_token)
+  end)
+
+  it("container: a 500 is retried once by default", function()
+    meta:set { fail_next = { container = 1 } }
+    local c = assert(chain(env { AWS_CONTAINER_CREDENTIALS_FULL_URI = meta.endpoint .. "/v2/credentials/test-id" }):get())
+    assert.equal("container", c.source)
+    assert.equal(1, meta:stats().injected_failures)
+    assert.equal(1, meta:stats().container)
+    assert.equal(2, #meta:requests())
   end)
 end)
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // metadata.js - one loopback HTTP server (no npm dependencies) that speaks
-// the three credential APIs the chain calls: EC2 instance metadata with
-// IMDSv2 session tokens, the ECS/EKS container credentials endpoint, and
-// STS AssumeRole / AssumeRoleWithWebIdentity (query protocol, real XML
-// shapes; AssumeRole's SigV4 signature is verified with node:crypto against
-// the known test secrets and the temporary keys this server issued).
+// the credential APIs the chain calls: EC2 instance metadata with IMDSv2
+// session tokens, the ECS/EKS container credentials endpoint, STS
+// AssumeRole / AssumeRoleWithWebIdentity (query protocol, real XML shapes;
+// AssumeRole's SigV4 signature is verified with node:crypto against the
+// known test secrets and the temporary keys this server issued), and IAM
+// Identity Center: the portal's GetRoleCredentials and SSO OIDC CreateToken.
 //
 //   node spec/support/metadata.js '{"parent": PID, ...config}'
 //     starts the server detached on a free port, prints {"pid","port","log"}
@@ -20,6 +21,12 @@
 //                expires_in, status }
 //   sts:       { expires_in, web_identity_token (expected), region (expected,
 //                null = any), max_skew_s (300), status, code, message }
+//   sso:       { access_tokens: [valid bearer tokens], account_id, role_name,
+//                expires_in, echo (error messages quote the bearer token) }
+//   oidc:      { client_id, client_secret, refresh_token (expected), expires_in,
+//                rotate (answer a new refresh token), echo (quote the secrets) }
+//   fail_next: { sts, imds, container, sso, oidc: answer that many requests
+//                of the kind with a 500 before serving normally }
 // Control: GET /__meta/stats (counters), GET /__meta/requests (log),
 // POST /__meta/reset (counters and log), POST /__meta/revoke (forget IMDS
 // session tokens). Control requests are neither counted nor logged.
@@ -82,6 +89,11 @@ const config = {
   container: { path: '/v2/credentials/test-id', token: null, expires_in: 3600, status: 200 },
   sts: { expires_in: 3600, web_identity_token: 'test-web-identity-token', region: null,
          max_skew_s: 300, status: 200, code: null, message: null },
+  sso: { access_tokens: [], account_id: '123456789012', role_name: 'ReadOnly', expires_in: 3600,
+         echo: false },
+  oidc: { client_id: 'test-client-id', client_secret: 'test-client-secret',
+          refresh_token: 'test-refresh-token', expires_in: 28800, rotate: true, echo: false },
+  fail_next: { sts: 0, imds: 0, container: 0, sso: 0, oidc: 0 },
 };
 
 function merge(dst, src) {
@@ -100,7 +112,8 @@ delete startup.parent;
 merge(config, startup);
 
 const COUNTERS = ['imds_token', 'imds_list', 'imds_credentials', 'imds_rejected', 'container',
-  'container_rejected', 'assume_role', 'assume_role_web_identity', 'sts_rejected', 'other'];
+  'container_rejected', 'assume_role', 'assume_role_web_identity', 'sts_rejected', 'sso_role_credentials',
+  'sso_rejected', 'oidc_create_token', 'oidc_rejected', 'injected_failures', 'other'];
 let stats;
 let log;
 function reset() {
@@ -347,7 +360,83 @@ function handleContainer(req, res) {
   });
 }
 
+// ------------------------------------------------------------ IAM Identity Center
+
+// restJson1 errors as the SSO services send them: the code in
+// x-amzn-ErrorType, the text in `message` (OIDC adds error/error_description)
+function ssoError(res, status, code, message, extra) {
+  const body = Object.assign({ message }, extra || {});
+  const buf = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': buf.length,
+    'x-amzn-ErrorType': code, 'x-amzn-RequestId': crypto.randomUUID() });
+  res.end(buf);
+}
+
+function handlePortal(req, res) {
+  stats.sso_role_credentials += 1;
+  const q = new URL(req.url, 'http://x').searchParams;
+  const token = req.headers['x-amz-sso_bearer_token'];
+  // an empty Lua table arrives as {}: no valid tokens
+  if (!Array.isArray(config.sso.access_tokens)) config.sso.access_tokens = [];
+  if (!token || !config.sso.access_tokens.includes(token)) {
+    stats.sso_rejected += 1;
+    const quote = config.sso.echo ? ` (${token})` : '';
+    return ssoError(res, 401, 'UnauthorizedException', `Session token not found or invalid${quote}`);
+  }
+  if (q.get('account_id') !== config.sso.account_id || q.get('role_name') !== config.sso.role_name) {
+    stats.sso_rejected += 1;
+    return ssoError(res, 403, 'ForbiddenException', 'No access');
+  }
+  const c = issue('SSO', config.sso.expires_in);
+  return sendJson(res, 200, { roleCredentials: {
+    accessKeyId: c.id, secretAccessKey: c.secret, sessionToken: c.token,
+    expiration: Date.parse(c.expiration),
+  } });
+}
+
+function handleOidc(req, res, body) {
+  stats.oidc_create_token += 1;
+  let doc;
+  try { doc = JSON.parse(body.toString('utf8')); } catch (e) { doc = null; }
+  const o = config.oidc;
+  const quote = o.echo && doc ? ` (client secret ${doc.clientSecret}, refresh token ${doc.refreshToken})` : '';
+  if (!doc || doc.grantType !== 'refresh_token') {
+    stats.oidc_rejected += 1;
+    return ssoError(res, 400, 'UnsupportedGrantTypeException', 'grantType must be refresh_token',
+      { error: 'unsupported_grant_type' });
+  }
+  if (doc.clientId !== o.client_id || doc.clientSecret !== o.client_secret) {
+    stats.oidc_rejected += 1;
+    return ssoError(res, 401, 'InvalidClientException', `Invalid client${quote}`, { error: 'invalid_client' });
+  }
+  if (doc.refreshToken !== o.refresh_token) {
+    stats.oidc_rejected += 1;
+    return ssoError(res, 400, 'InvalidGrantException', `Invalid refresh token${quote}`, { error: 'invalid_grant' });
+  }
+  seq += 1;
+  const accessToken = `ssoAccess${seq}/${crypto.randomBytes(24).toString('base64')}`;
+  if (!Array.isArray(config.sso.access_tokens)) config.sso.access_tokens = [];
+  config.sso.access_tokens.push(accessToken);
+  const out = { accessToken, expiresIn: o.expires_in, tokenType: 'Bearer' };
+  if (o.rotate) {
+    out.refreshToken = `ssoRefresh${seq}/${crypto.randomBytes(24).toString('base64')}`;
+    o.refresh_token = out.refreshToken;
+  }
+  return sendJson(res, 200, out);
+}
+
 // ------------------------------------------------------------ server
+
+// The kind of API a request is for (for fail_next), or null.
+function kindOf(req) {
+  const p = req.url.split('?')[0];
+  if (p.startsWith('/latest/')) return 'imds';
+  if (p === config.container.path) return 'container';
+  if (p === '/federation/credentials') return 'sso';
+  if (p === '/token') return 'oidc';
+  if (req.method === 'POST' && p === '/') return 'sts';
+  return null;
+}
 
 function control(req, res, body) {
   const what = req.url.slice('/__meta/'.length);
@@ -375,6 +464,15 @@ const server = http.createServer((req, res) => {
     try {
       if (req.url.startsWith('/__meta/')) return control(req, res, body);
       log.push({ method: req.method, path: req.url, headers: req.headers, body: body.toString('utf8') });
+      const kind = kindOf(req);
+      if (kind && config.fail_next[kind] > 0) {
+        config.fail_next[kind] -= 1;
+        stats.injected_failures += 1;
+        if (kind === 'sts') return stsError(res, 500, 'InternalFailure', 'injected failure');
+        return sendJson(res, 500, { code: 'InternalFailure', message: 'injected failure' });
+      }
+      if (kind === 'sso' && req.method === 'GET') return handlePortal(req, res);
+      if (kind === 'oidc' && req.method === 'POST') return handleOidc(req, res, body);
       if (req.url.startsWith('/latest/')) {
         if (config.imds.delay_ms > 0) return setTimeout(() => handleImds(req, res), config.imds.delay_ms);
         return handleImds(req, res);

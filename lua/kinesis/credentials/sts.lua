@@ -1,12 +1,14 @@
--- kinesis.sts - the two STS calls the credential chain needs, AssumeRole
--- (SigV4-signed by the C signer, service "sts") and AssumeRoleWithWebIdentity
--- (unsigned: the web identity token is the proof), in the query protocol:
--- a form-encoded POST to the regional endpoint, an XML answer. The tiny XML
--- reader here handles exactly what STS sends (elements, text, entities,
--- CDATA, comments) and rejects DTDs, so no XML library is needed.
+-- kinesis.credentials.sts - the two STS calls the credential chain needs,
+-- AssumeRole (SigV4-signed by the C signer, service "sts") and
+-- AssumeRoleWithWebIdentity (unsigned: the web identity token is the proof),
+-- in the query protocol: a form-encoded POST to the regional endpoint, an
+-- XML answer. Retries follow kinesis.retry; AWS errors are built by
+-- errors.aws with a redactor. The tiny XML reader handles exactly what STS
+-- sends (elements, text, entities, CDATA, comments) and rejects DTDs.
 -- Protocol: https://docs.aws.amazon.com/STS/latest/APIReference/CommonParameters.html
 
 local errors = require "kinesis.errors"
+local common = require "kinesis.credentials.common"
 
 local type, tostring, tonumber, pairs, ipairs, setmetatable =
   type, tostring, tonumber, pairs, ipairs, setmetatable
@@ -267,6 +269,8 @@ local function split_url(url)
   return scheme .. "://" .. hostport .. path, path, host_header
 end
 
+-- codes STS answers for conditions that pass (IDPCommunicationError: the
+-- identity provider did not answer STS in time)
 local RETRYABLE_CODES = {
   IDPCommunicationError = true, InternalFailure = true, ServiceUnavailable = true,
   Throttling = true, ThrottlingException = true, RequestLimitExceeded = true,
@@ -278,7 +282,7 @@ local function sts_error(action, fields)
 end
 
 -- One response -> result element or nil, err
-local function read_response(action, resp)
+local function read_response(action, resp, redact)
   local root = M.parse_xml(resp.body or "")
   if resp.status < 200 or resp.status >= 300 then
     local e = root and M.xml_child(root, "Error")
@@ -288,12 +292,12 @@ local function read_response(action, resp)
                           or M.xml_path(root, "ResponseMetadata", "RequestId"))
     local c = code and code.text or ""
     if c == "" then c = "HTTP" .. tostring(resp.status) end
-    return nil, sts_error(action, {
-      kind = "aws", code = c, status = resp.status,
+    return nil, errors.aws({
+      op = action, code = c, status = resp.status,
       message = msg and msg.text or ("STS answered HTTP " .. tostring(resp.status)),
       request_id = (rid and rid.text) or (resp.headers and resp.headers["x-amzn-requestid"]),
-      retryable = resp.status >= 500 or resp.status == 429 or RETRYABLE_CODES[c] == true,
-    })
+      retryable = (resp.status >= 500 or resp.status == 429 or RETRYABLE_CODES[c]) and true or nil,
+    }, redact)
   end
   if not root then
     return nil, sts_error(action, { kind = "protocol", code = "InvalidResponse", status = resp.status,
@@ -331,19 +335,40 @@ local function read_response(action, resp)
   return out
 end
 
-local function sleep(seconds)
-  local sched = package.loaded["kinesis.scheduler"]
-  if sched then return sched.sleep(seconds) end
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and type(ngx.sleep) == "function" then return ngx.sleep(seconds) end
-  return require("kinesis.core").sleep(seconds)
+-- The redactor of a call: the chain's when given, else one that scrubs
+-- the secrets this call carries.
+local function redactor(opts)
+  if opts.redact ~= nil then return opts.redact end
+  local secrets = {}
+  local c = opts.credentials
+  if c then secrets[#secrets + 1] = c.secret_access_key; secrets[#secrets + 1] = c.session_token end
+  secrets[#secrets + 1] = opts.web_identity_token
+  return function(text)
+    for _, v in ipairs(secrets) do
+      if type(v) == "string" and #v >= 4 then
+        local i, j = find(text, v, 1, true)
+        while i do
+          text = sub(text, 1, i - 1) .. "<redacted>" .. sub(text, j + 1)
+          i, j = find(text, v, i + 10, true)
+        end
+      end
+    end
+    return text
+  end
 end
+
+--- The retry policy STS calls use unless given one: standard mode, three
+-- attempts, a 0.1 s backoff base (jittered, doubling, capped at 20 s).
+M.RETRY = { mode = "standard", max_attempts = 3, base = 0.1, max_backoff = 20 }
 
 --- Calls `action` with `params`. opts: region, endpoint (URL; else the
 -- regional one), transport (with :send), credentials (nil = unsigned),
 -- signer (a kinesis.core signer; one is made when needed), time (for the
--- signature), max_attempts (3: transport errors, 5xx and throttling are
--- retried). Returns the parsed credentials or nil, err (kinesis.errors).
+-- signature), retry (a kinesis.retry policy; else one from M.RETRY with
+-- max_attempts), total (seconds for all attempts), request_timeout (the
+-- transport's, to cap by what `total` leaves), redact (a redactor for
+-- errors.aws), sleep. Returns the parsed credentials or nil, err
+-- (kinesis.errors), and the number of attempts.
 function M.call(action, params, opts)
   local url = opts.endpoint
   if not url then
@@ -358,9 +383,13 @@ function M.call(action, params, opts)
   end
   local body = M.form_body(action, params)
   local content_type = "application/x-www-form-urlencoded; charset=utf-8"
-  local attempts = opts.max_attempts or 3
-  local last
-  for attempt = 1, attempts do
+  local policy = opts.retry
+  if not policy then
+    local cfg = setmetatable({ max_attempts = opts.max_attempts }, { __index = M.RETRY })
+    policy = assert(require("kinesis.retry").new(cfg))
+  end
+  local redact = redactor(opts)
+  local out, err, _, attempts = common.retrying(policy, { total = opts.total, sleep = opts.sleep }, function(_, left)
     local headers = { { "Host", host }, { "Content-Type", content_type } }
     local creds = opts.credentials
     if creds then
@@ -372,24 +401,24 @@ function M.call(action, params, opts)
         session_token = creds.session_token, time = opts.time and opts.time() or nil,
       }
       if not signed then
-        return nil, sts_error(action, { kind = "validation", code = "SigningError", message = tostring(serr) })
+        return false, nil, sts_error(action, { kind = "validation", code = "SigningError", message = tostring(serr) })
       end
       for _, h in ipairs(signed.headers) do headers[#headers + 1] = h end
     end
-    local resp, terr = opts.transport:send { method = "POST", url = full, headers = headers, body = body }
-    local out, err
+    local resp, terr = opts.transport:send { method = "POST", url = full, headers = headers, body = body,
+      timeout = common.request_timeout(opts.request_timeout, left) }
     if not resp then
-      err = sts_error(action, { kind = "transport", code = terr and terr.code or "Transport",
-        message = "STS " .. (terr and terr.message or "request failed"), retryable = true })
-    else
-      out, err = read_response(action, resp)
-      if out then return out end
+      terr = terr or {}
+      return false, nil, errors.transport(action, { code = terr.code or "Transport",
+        message = "STS " .. tostring(terr.message or "request failed") })
     end
-    last = err
-    if not err.retryable or attempt == attempts then break end
-    sleep(0.05 * 2 ^ (attempt - 1))
-  end
-  return nil, last
+    local res, rerr = read_response(action, resp, redact)
+    if res then return true, res end
+    return false, nil, rerr
+  end)
+  if out then return out, nil, attempts end
+  if err then err.attempts = attempts end
+  return nil, err, attempts
 end
 
 local function session_name(name)
