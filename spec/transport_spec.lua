@@ -219,6 +219,49 @@ describe("kinesis.curl", function()
       h:close()
     end)
 
+    -- The handle keeps its options between requests and sets only what
+    -- changed: a method, body, URL, header or timeout left over from the
+    -- previous request would show here.
+    it("one handle through changing methods, bodies, URLs, headers and timeouts: each goes out as asked", function()
+      local h = curl.easy{ timeout = 10 }
+      local plan = {
+        { method = "POST", path = "/a", body = "1", headers = { { "X-A", "a" } } },
+        { method = "POST", path = "/a", body = "22", headers = { { "X-B", "b" } } },
+        { method = "HEAD", path = "/h" },
+        { method = "POST", path = "/a", body = "333" },
+        { method = "GET", path = "/g" },
+        { method = "DELETE", path = "/d" },
+        { method = "PUT", path = "/p", body = "put" },
+        { method = "POST", path = "/a", body = "" },
+        { method = "GET", path = "/g2", headers = { { "X-C", "" } } },
+      }
+      for i, p in ipairs(plan) do
+        stub:reset()
+        stub:queue{ { status = 200, body = "r" .. i } }
+        local resp = assert(h:send{ method = p.method, url = stub:url(p.path), body = p.body,
+                                    headers = p.headers })
+        assert.equals(p.method == "HEAD" and "" or "r" .. i, resp.body, "request " .. i)
+        local seen = stub:requests()
+        assert.equals(1, #seen, "request " .. i)
+        assert.equals(p.method, seen[1].method, "request " .. i)
+        assert.equals(p.path, seen[1].path, "request " .. i)
+        assert.equals(p.body or "", seen[1].raw, "request " .. i)
+        assert.equals(i == 1 and "a" or nil, seen[1].headers["x-a"], "request " .. i)
+        assert.equals(i == 2 and "b" or nil, seen[1].headers["x-b"], "request " .. i)
+        assert.equals(i == #plan and "" or nil, seen[1].headers["x-c"], "request " .. i)
+        assert.is_nil(seen[1].headers["expect"], "request " .. i)
+      end
+      assert.equals(1, h:stats().connects)   -- all of it on one kept-alive connection
+      -- a request's own timeout does not stick to the handle
+      stub:reset()
+      stub:queue{ { action = "stall" } }
+      local _, err = h:send{ url = stub:url(), timeout = 0.3 }
+      assert.equals("Timeout", err.code)
+      stub:queue{ { status = 200, body = "late", delay_ms = 600 } }
+      assert.equals("late", assert(h:send{ url = stub:url() }).body)
+      h:close()
+    end)
+
     it("reports a refused connection as ConnectionRefused", function()
       local gone = peers.start("stub")
       local url = gone:url()

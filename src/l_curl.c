@@ -13,6 +13,7 @@
 
 #define EASY_MT  "kinesis.curl_easy"
 #define MULTI_MT "kinesis.curl_multi"
+#define KN_STACK_HEADERS 32  /* headers read without a userdata */
 
 typedef struct l_easy {
   kn_transport *t;        /* NULL once closed */
@@ -78,9 +79,10 @@ static l_multi *check_multi(lua_State *L, int idx)
 
 /* Reads the request table at idx into *req and returns the stack index of
  * the body value. Every string it borrows (fields, header names and values)
- * and the scratch header array stay on the stack or in tables on it, so they
- * live as long as the caller keeps the stack. Raises on misuse. */
-static int read_request(lua_State *L, int idx, kn_request *req)
+ * stays on the stack or in tables on it, and the header array is the
+ * caller's stackbuf (KN_STACK_HEADERS entries) or a userdata on the stack,
+ * so all live as long as the caller's frame. Raises on misuse. */
+static int read_request(lua_State *L, int idx, kn_request *req, kn_header *stackbuf)
 {
   int hidx, body_idx;
   size_t n = 0;
@@ -108,8 +110,9 @@ static int read_request(lua_State *L, int idx, kn_request *req)
   lua_getfield(L, idx, "headers");
   hidx = lua_gettop(L);
 
-  /* an array in a userdata left on the stack, like the strings it lends */
-  hs = kn_read_headers(L, hidx, "request", NULL, 0, &n);
+  /* the caller's array when it is big enough, else a userdata left on the
+   * stack like the strings it lends */
+  hs = kn_read_headers(L, hidx, "request", stackbuf, KN_STACK_HEADERS, &n);
   req->headers = hs;
   req->nheaders = n;
   return body_idx;
@@ -250,11 +253,12 @@ static int l_easy_send(lua_State *L)
 {
   l_easy *e = check_easy(L, 1);
   kn_request req;
+  kn_header stackbuf[KN_STACK_HEADERS];
   kn_transport_error rc;
 
   if (kn_transport_busy(e->t))
     return luaL_error(L, "curl handle is busy in a multi");
-  read_request(L, 2, &req);
+  read_request(L, 2, &req, stackbuf);
   rc = kn_transport_perform(e->t, &req);
   if (rc != KN_TE_OK) {
     lua_pushnil(L);
@@ -364,6 +368,7 @@ static int l_multi_add(lua_State *L)
   l_multi *m = check_multi(L, 1);
   l_easy *e = check_easy(L, 2);
   kn_request req;
+  kn_header stackbuf[KN_STACK_HEADERS];
   kn_transport_error rc;
   long long id;
   int body_idx;
@@ -371,7 +376,7 @@ static int l_multi_add(lua_State *L)
   if (kn_transport_busy(e->t))
     return luaL_error(L, "curl handle is busy in a multi");
   lua_settop(L, 4);                          /* slot 4: the options, or nil */
-  body_idx = read_request(L, 3, &req);
+  body_idx = read_request(L, 3, &req, stackbuf);
   read_add_options(L, 4, &req);
   id = ++m->next_id;
 

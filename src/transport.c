@@ -1,9 +1,9 @@
 /* transport.c - the blocking side of transport.h: one easy handle per
- * transport, reset (not recreated) between requests so its connection
- * cache survives: that is what makes keep-alive work. curl's callbacks only
- * append to buffers owned by the transport; callers pull the result
- * afterwards. The multi handle and streams live in transport_multi.c.
- * Functions that acquire resources exit through cleanup. */
+ * transport, kept (with its connection cache: that is what makes keep-alive
+ * work) and configured anew only where a request differs from the last.
+ * curl's callbacks only append to buffers owned by the transport; callers
+ * pull the result afterwards. The multi handle and streams live in
+ * transport_multi.c. */
 #include "transport_int.h"
 
 #include <errno.h>
@@ -224,7 +224,10 @@ void kn_transport_free(kn_transport *t)
   if (t == NULL) return;
   if (t->multi != NULL) kn_multi_remove(t->multi, t);
   curl_easy_cleanup(t->easy);
-  curl_slist_free_all(t->slist);
+  free(t->hdr_nodes);
+  kn_buf_free(&t->hdr_lines);
+  kn_buf_free(&t->cfg_url);
+  kn_buf_free(&t->cfg_method);
   kn_buf_free(&t->body);
   kn_buf_free(&t->hdr_bytes);
   free(t->hdrs);
@@ -239,40 +242,96 @@ kn_transport_error kn_tr_invalid(kn_transport *t, const char *what)
   return KN_TE_INVALID;
 }
 
-/* Builds "Name: value" (or "Name;" for an empty value, which is how curl is
- * told to send an empty header rather than to drop one of its own). */
-static int append_header(struct curl_slist **list, const kn_header *h)
+/* The request's header list, built without allocating once the buffers
+ * have grown: each line "Name: value" (or "Name;" for an empty value, which
+ * is how curl is told to send an empty header rather than to drop one of
+ * its own) goes NUL-terminated into t->hdr_lines, and t->hdr_nodes links
+ * them as the curl_slist curl reads while it sends (curl never frees or
+ * keeps a list passed with CURLOPT_HTTPHEADER). Returns 0 or -1 (memory). */
+static int build_header_list(kn_transport *t, const kn_request *req, int add_expect)
 {
-  struct curl_slist *nl;
-  size_t n = h->name_len + 2 + h->value_len + 1;
-  char *line = malloc(n);
-  if (line == NULL) return -1;
-  memcpy(line, h->name, h->name_len);
-  if (h->value_len == 0) {
-    line[h->name_len] = ';';
-    line[h->name_len + 1] = '\0';
-  } else {
-    line[h->name_len] = ':';
-    line[h->name_len + 1] = ' ';
-    memcpy(line + h->name_len + 2, h->value, h->value_len);
-    line[n - 1] = '\0';
+  size_t i, n = req->nheaders + (add_expect ? 1 : 0), off = 0;
+  kn_buf_reset(&t->hdr_lines);
+  for (i = 0; i < req->nheaders; i++) {
+    const kn_header *h = &req->headers[i];
+    if (kn_buf_append(&t->hdr_lines, h->name, h->name_len) != 0) return -1;
+    if (h->value_len == 0) {
+      if (kn_buf_append(&t->hdr_lines, ";", 2) != 0) return -1;   /* with its NUL */
+    } else if (kn_buf_append(&t->hdr_lines, ": ", 2) != 0
+               || kn_buf_append(&t->hdr_lines, h->value, h->value_len) != 0
+               || kn_buf_append(&t->hdr_lines, "", 1) != 0) {
+      return -1;
+    }
   }
-  nl = curl_slist_append(*list, line);   /* copies line */
-  free(line);
-  if (nl == NULL) return -1;
-  *list = nl;
+  /* curl would add "Expect: 100-continue" to big POSTs and then wait for
+   * the interim answer; Kinesis does not need the extra round trip. */
+  if (add_expect && kn_buf_append(&t->hdr_lines, "Expect:", 8) != 0) return -1;
+  if (n > t->hdr_nodes_cap) {
+    struct curl_slist *p = realloc(t->hdr_nodes, n * sizeof *p);
+    if (p == NULL) return -1;
+    t->hdr_nodes = p;
+    t->hdr_nodes_cap = n;
+  }
+  /* the lines are all in: pointers into hdr_lines are stable from here */
+  for (i = 0; i < n; i++) {
+    t->hdr_nodes[i].data = t->hdr_lines.data + off;
+    t->hdr_nodes[i].next = i + 1 < n ? &t->hdr_nodes[i + 1] : NULL;
+    off += strlen(t->hdr_lines.data + off) + 1;
+  }
   return 0;
 }
 
 #define SETOPT(opt, val) \
   do { if (curl_easy_setopt(e, (opt), (val)) != CURLE_OK) goto setopt_failed; } while (0)
 
-/* Resets the handle (keeping its connections) and configures req on it. */
+/* The options that stay the same for every request of a transport, set on
+ * a new or reset handle; the per-request ones are then unknown. */
+static int configure_handle(kn_transport *t)
+{
+  CURL *e = t->easy;
+#if LIBCURL_VERSION_NUM >= 0x075500
+  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
+  SETOPT(CURLOPT_PRIVATE, (void *)t);
+  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT(CURLOPT_WRITEDATA, (void *)t);
+  SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+  SETOPT(CURLOPT_HEADERDATA, (void *)t);
+  SETOPT(CURLOPT_BUFFERSIZE, KN_RECV_BUFFER);
+  SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT(CURLOPT_SSL_VERIFYPEER, t->opts.verify ? 1L : 0L);
+  SETOPT(CURLOPT_SSL_VERIFYHOST, t->opts.verify ? 2L : 0L);
+  if (t->opts.cafile != NULL) SETOPT(CURLOPT_CAINFO, t->opts.cafile);
+  kn_buf_reset(&t->cfg_url);
+  kn_buf_reset(&t->cfg_method);
+  t->cfg_has_body = -1;
+  t->cfg_connect_ms = t->cfg_total_ms = -1;
+  t->cfg_fresh = 0;
+  t->configured = 1;
+  return 0;
+setopt_failed:
+  return -1;
+}
+
+static int same_string(const kn_buf *b, const char *s, size_t n)
+{
+  return b->len == n && (n == 0 || memcmp(b->data, s, n) == 0);
+}
+
+/* Configures req on t's handle. The handle keeps its options between
+ * requests (and its connections always): only what differs from the last
+ * request is set again, which spares curl_easy_reset and the copies curl
+ * makes of the URL and method. A change of method resets the handle, since
+ * the method options interact (NOBODY, HTTPGET, POSTFIELDS, CUSTOMREQUEST). */
 kn_transport_error kn_tr_prepare(kn_transport *t, const kn_request *req)
 {
   CURL *e = t->easy;
-  size_t i;
-  int user_expect = 0;
+  size_t i, url_len, method_len;
+  int user_expect = 0, posting;
   long connect_ms = req->connect_timeout_ms >= 0 ? req->connect_timeout_ms
                                                  : t->opts.connect_timeout_ms;
   /* a stream lasts as long as the server keeps it (SubscribeToShard: 5
@@ -282,14 +341,12 @@ kn_transport_error kn_tr_prepare(kn_transport *t, const kn_request *req)
   const char *body = req->body != NULL ? req->body : "";
   int has_body = req->body_len > 0;
 
-  /* reset first: the handle must not keep pointing at the old header list */
-  curl_easy_reset(e);
   clear_response(t);
   if (t->body.cap > KN_BODY_KEEP) kn_buf_free(&t->body);
-  curl_slist_free_all(t->slist);
-  t->slist = NULL;
   t->stream = req->stream != 0;
   t->stream_high = req->stream_buffer > 0 ? req->stream_buffer : KN_STREAM_BUFFER;
+  if (connect_ms < 0) connect_ms = 0;
+  if (total_ms < 0) total_ms = 0;
 
   if (req->method == NULL || !is_token(req->method, strlen(req->method)))
     return kn_tr_invalid(t, "invalid HTTP method");
@@ -310,70 +367,74 @@ kn_transport_error kn_tr_prepare(kn_transport *t, const kn_request *req)
       return KN_TE_INVALID;
     }
     if (name_is(h, "expect")) user_expect = 1;
-    if (append_header(&t->slist, h) != 0) goto oom;
   }
-  /* curl would add "Expect: 100-continue" to big POSTs and then wait for
-   * the interim answer; Kinesis does not need the extra round trip. */
-  if (!user_expect) {
-    struct curl_slist *nl = curl_slist_append(t->slist, "Expect:");
-    if (nl == NULL) goto oom;
-    t->slist = nl;
-  }
+  if (build_header_list(t, req, !user_expect) != 0) goto oom;
 
-  SETOPT(CURLOPT_URL, req->url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-  SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
-  SETOPT(CURLOPT_PRIVATE, (void *)t);
-  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-  SETOPT(CURLOPT_WRITEDATA, (void *)t);
-  SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-  SETOPT(CURLOPT_HEADERDATA, (void *)t);
-  SETOPT(CURLOPT_BUFFERSIZE, KN_RECV_BUFFER);
-  SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-  SETOPT(CURLOPT_FRESH_CONNECT, t->fresh ? 1L : 0L);
-  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 0L);
-  SETOPT(CURLOPT_TIMEOUT_MS, total_ms > 0 ? total_ms : 0L);
-  SETOPT(CURLOPT_SSL_VERIFYPEER, t->opts.verify ? 1L : 0L);
-  SETOPT(CURLOPT_SSL_VERIFYHOST, t->opts.verify ? 2L : 0L);
-  if (t->opts.cafile != NULL) SETOPT(CURLOPT_CAINFO, t->opts.cafile);
-  if (t->opts.http2 && (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
+  method_len = strlen(req->method);
+  posting = strcmp(req->method, "HEAD") != 0
+            && (has_body || strcmp(req->method, "POST") == 0);
+  if (!t->configured || !same_string(&t->cfg_method, req->method, method_len)
+      || t->cfg_has_body != has_body) {
+    if (t->configured && t->cfg_method.len > 0) curl_easy_reset(e);
+    if (configure_handle(t) != 0) goto setopt_failed;
+    if (strcmp(req->method, "HEAD") == 0) {
+      SETOPT(CURLOPT_NOBODY, 1L);
+    } else if (strcmp(req->method, "GET") == 0 && !has_body) {
+      SETOPT(CURLOPT_HTTPGET, 1L);
+    } else if (posting) {
+      if (strcmp(req->method, "POST") != 0) SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
+    } else {
+      SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    if (kn_buf_append(&t->cfg_method, req->method, method_len) != 0) goto oom;
+    t->cfg_has_body = has_body;
+  }
+  url_len = strlen(req->url);
+  if (!same_string(&t->cfg_url, req->url, url_len)) {
+    int h2 = t->opts.http2
+             && (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2);
+    kn_buf_reset(&t->cfg_url);
+    SETOPT(CURLOPT_URL, req->url);
     /* h2 through ALPN on https only; cleartext stays HTTP/1.1 */
-    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    SETOPT(CURLOPT_HTTP_VERSION, h2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
     /* In a multi, wait for a connection that may multiplex rather than open
      * one per request. Only where h2 is possible: on cleartext HTTP/1.1 the
      * waiting requests would queue behind the first one. */
-    if (has_prefix_nocase(req->url, "https://")) SETOPT(CURLOPT_PIPEWAIT, 1L);
-  } else {
-    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(CURLOPT_PIPEWAIT, h2 && has_prefix_nocase(req->url, "https://") ? 1L : 0L);
+    if (kn_buf_append(&t->cfg_url, req->url, url_len) != 0) goto oom;
   }
-
-  if (strcmp(req->method, "HEAD") == 0) {
-    SETOPT(CURLOPT_NOBODY, 1L);
-  } else if (strcmp(req->method, "GET") == 0 && !has_body) {
-    SETOPT(CURLOPT_HTTPGET, 1L);
-  } else if (strcmp(req->method, "POST") == 0 || has_body) {
+  if (connect_ms != t->cfg_connect_ms) {
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    t->cfg_connect_ms = connect_ms;
+  }
+  if (total_ms != t->cfg_total_ms) {
+    SETOPT(CURLOPT_TIMEOUT_MS, total_ms);
+    t->cfg_total_ms = total_ms;
+  }
+  if (t->fresh != t->cfg_fresh) {
+    SETOPT(CURLOPT_FRESH_CONNECT, t->fresh ? 1L : 0L);
+    t->cfg_fresh = t->fresh;
+  }
+  if (posting) {
     /* body used in place: the caller keeps it alive (transport.h) */
     SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     SETOPT(CURLOPT_POSTFIELDS, body);
-    if (strcmp(req->method, "POST") != 0) SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
-  } else {
-    SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
   }
-  SETOPT(CURLOPT_HTTPHEADER, t->slist);
+  SETOPT(CURLOPT_HTTPHEADER, t->hdr_nodes);
   t->fresh = 0;
   return KN_TE_OK;
 
 setopt_failed:
+  /* start from a clean handle next time */
+  curl_easy_reset(e);
+  t->configured = 0;
   snprintf(t->errbuf, sizeof t->errbuf, "libcurl refused an option");
   t->result = KN_TE_TRANSPORT;
   t->curl_code = CURLE_BAD_FUNCTION_ARGUMENT;
   return KN_TE_TRANSPORT;
 oom:
+  curl_easy_reset(e);
+  t->configured = 0;
   snprintf(t->errbuf, sizeof t->errbuf, "out of memory");
   t->result = KN_TE_TRANSPORT;
   t->curl_code = CURLE_OUT_OF_MEMORY;

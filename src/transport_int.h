@@ -27,8 +27,19 @@ typedef enum { KN_IDLE = 0, KN_RUNNING, KN_DONE, KN_ENDED } kn_state;
 
 struct kn_transport {
   CURL *easy;
-  struct curl_slist *slist;      /* request headers of the current request */
   kn_transport_opts opts;        /* opts.cafile points to cafile_copy */
+
+  /* request headers of the current request: lines and the list curl reads */
+  kn_buf hdr_lines;
+  struct curl_slist *hdr_nodes;
+  size_t hdr_nodes_cap;
+
+  /* what the handle is configured with, so kn_tr_prepare sets only what
+   * changed; configured = 0 after a reset: everything is set again */
+  int configured;
+  kn_buf cfg_url, cfg_method;
+  int cfg_has_body, cfg_fresh;
+  long cfg_connect_ms, cfg_total_ms;
   char *cafile_copy;
 
   kn_buf body;
