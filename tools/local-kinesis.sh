@@ -84,11 +84,11 @@ stop() {
   fi
   pid=$(cat "$PID_FILE")
   # started with setsid: the pid is also its process group
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
   i=0
   while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
   if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
   fi
   rm -f "$PID_FILE"
   say "kinesis-local (pid $pid) stopped"
