@@ -34,7 +34,7 @@ build = {
     ["kinesis.core"] = {
       sources = {
         "src/l_core.c", "src/l_base64.c", "src/l_time.c", "src/l_kpl.c", "src/l_sigv4.c", "src/l_hash.c", "src/l_eventstream.c",
-        "src/l_fs.c", "src/l_signal.c", "src/l_digest.c",
+        "src/l_fs.c", "src/l_signal.c", "src/l_digest.c", "src/l_util.c",
         "src/base64.c", "src/sigv4.c", "src/u128.c", "src/shardmap.c", "src/eventstream.c",
         "src/crc32.c", "src/kpl.c", "src/buf.c",
       },
@@ -43,7 +43,7 @@ build = {
       libdirs = { "$(OPENSSL_LIBDIR)" },
     },
     ["kinesis.curl"] = {
-      sources = { "src/l_curl.c", "src/transport.c", "src/buf.c" },
+      sources = { "src/l_curl.c", "src/transport.c", "src/transport_multi.c", "src/buf.c", "src/l_util.c" },
       libraries = { "curl" },
       incdirs = { "src", "$(LIBCURL_INCDIR)" },
       libdirs = { "$(LIBCURL_LIBDIR)" },
