@@ -117,6 +117,10 @@ describe("rockspec", function()
         credentials = { access_key_id = "a", secret_access_key = "b" } })
       assert(type(c.put_records) == "function")
       assert(k.hash_key("a") == "16955237001963240173058271559858726497")
+      -- the transport module loads only when used: load it, and use it
+      assert(package.searchpath("kinesis.curl", package.cpath):find(os.getenv("TREE"), 1, true))
+      local out, err = c:list_streams{}
+      assert(not out and err.code == "ConnectionRefused", tostring(err))
       print("loaded " .. k._VERSION)
     ]]
     local cmd = ("TREE=%s LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;/usr/share/lua/5.4/?.lua' " ..
