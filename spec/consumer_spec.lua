@@ -129,7 +129,7 @@ describe("kinesis.consumer", function()
     os.execute("mkdir -p " .. q(TMP))
     srv = peers.start("kinesis-local", { env = {
       CREATE_STREAM_DURATION = "10ms", SPLIT_SHARD_DURATION = "10ms", MERGE_SHARDS_DURATION = "10ms",
-      REGISTER_STREAM_CONSUMER_DURATION = "10ms", SHARD_LIMIT = "200",
+      REGISTER_STREAM_CONSUMER_DURATION = "10ms", DELETE_STREAM_DURATION = "10ms", SHARD_LIMIT = "200",
       NODE_OPTIONS = "--require " .. ROOT .. "/spec/support/clockshift.js",
     } })
     client = peers.client(srv)
@@ -327,6 +327,61 @@ describe("kinesis.consumer", function()
     end)
   end)
 
+  describe("manual checkpoints", function()
+    it("record by record through a split: the parent ends at SHARD_END and its children follow", function()
+      create("manual", 1)
+      local wlog = fresh("manual.written")
+      feed("manual", 6, 6, wlog, 2, 0)
+      assert(client:split_shard { StreamName = "manual", ShardToSplit = "shardId-000000000000",
+        NewStartingHashKey = "170141183460469231731687303715884105728" })
+      wait_active("manual")
+      feed("manual", 6, 6, wlog, 2, 0)
+      local store = kinesis.checkpoints.memory()
+      local handled = {}
+      local c = client:consumer { stream = "manual", store = store, checkpoint = "manual", max_records = 4,
+        idle_time_between_reads = 0.2, stop_after_idle = 1, shard_sync_interval = 0.5,
+        handler = function(records, ctx)
+          for _, r in ipairs(records) do
+            local key, n = cdata.parse(r.Data)
+            handled[#handled + 1] = { shard = ctx.shard_id, seq = r.SequenceNumber, key = key or "BAD", n = n }
+            assert(ctx:checkpoint(r))
+          end
+        end }
+      assert(c:run())
+      assert.are.equal(0, verify(written_counts(wlog), handled))
+      assert.are.same({ sequence = "SHARD_END" }, store:get("shardId-000000000000"))
+      -- a part-way checkpoint stays part-way: a mid-batch aggregate sub-record
+      local mids = 0
+      for _, cp in pairs(store:list()) do if cp.sub_sequence then mids = mids + 1 end end
+      assert.are.equal(0, mids, "every batch ended checkpointed as a whole")
+    end)
+
+    it("never moves a checkpoint backwards: a covered position writes nothing", function()
+      create("backwards", 1)
+      local seqs = {}
+      for i = 1, 3 do
+        seqs[i] = assert(client:put_record { StreamName = "backwards", PartitionKey = "k", Data = "b" .. i }).SequenceNumber
+      end
+      local store = kinesis.checkpoints.memory()
+      local results = {}
+      local c = client:consumer { stream = "backwards", store = store, checkpoint = "manual",
+        idle_time_between_reads = 0.2, stop_after_idle = 0.5,
+        handler = function(records, ctx)
+          for _, r in ipairs(records) do
+            if r.Data == "b3" then
+              assert(ctx:checkpoint(r))
+              local writes = store.writes
+              local ok, why = ctx:checkpoint(records[1])
+              results[#results + 1] = { ok, why, store.writes - writes }
+            end
+          end
+        end }
+      assert(c:run())
+      assert.are.same({ { true, "behind", 0 } }, results)
+      assert.are.same({ sequence = seqs[3] }, store:get("shardId-000000000000"))
+    end)
+  end)
+
   describe("failures", function()
     local function put_n(stream, n)
       local entries = {}
@@ -404,6 +459,36 @@ describe("kinesis.consumer", function()
       assert.are.equal("failed", s.shards["shardId-000000000000"].state)
     end)
 
+    it("a deleted stream ends the run with its error, each error logged once per shard", function()
+      create("deleted", 2)
+      put_n("deleted", 10)
+      local events, got = {}, 0
+      local c = client:consumer { stream = "deleted", store = kinesis.checkpoints.memory(), shard_sync_interval = 0.5,
+        idle_time_between_reads = 0.2, retry_delay = 0.05, max_retry_delay = 0.2,
+        log = function(ev) events[#events + 1] = ev end,
+        handler = function(records) got = got + #records end }
+      local ok, err
+      kinesis.run(function()
+        local t = kinesis.spawn(function() return c:run() end)
+        while got < 10 do kinesis.sleep(0.05) end
+        assert(client:delete_stream { StreamName = "deleted" })
+        local _
+        _, ok, err = t:wait()
+      end)
+      assert.is_nil(ok)
+      assert.are.equal("ResourceNotFoundException", err.code)
+      assert.are.equal("stopped", c:stats().state)
+      local seen = {}
+      for _, ev in ipairs(events) do
+        if ev.event == "consumer_error" then
+          local key = tostring(ev.shard_id) .. " " .. tostring(ev.err and ev.err.code) .. " " .. tostring(ev.where)
+          assert.is_nil(seen[key], "logged twice: " .. key)
+          seen[key] = true
+        end
+      end
+      assert.is_truthy(seen["nil ResourceNotFoundException list_shards"])
+    end)
+
     it("recovers from an expired iterator after the last record processed, losing nothing", function()
       create("expire", 1)
       put_n("expire", 30)
@@ -426,6 +511,16 @@ describe("kinesis.consumer", function()
       for i = 1, 30 do want[i] = "r" .. i end
       assert.are.same(want, got)
       assert.is_true(c:stats().expired_iterators >= 1)
+    end)
+  end)
+
+  describe("examples/consumer.lua", function()
+    it("writes, reads back every record with a progress line, and exits 0", function()
+      local out = sh("cd " .. q(ROOT) .. " && env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY KINESIS_ENDPOINT="
+        .. q(srv.endpoint) .. " " .. LUA .. " examples/consumer.lua 2>&1; echo \"__rc=$?\"")
+      assert.matches("__rc=0", out)
+      assert.matches("read 300 records %(%d+ bytes%) from consumer%-example%-%d+ with %d+ checkpoints", out)
+      assert.matches("consumer consumer%-example: 300 records %(", out)
     end)
   end)
 

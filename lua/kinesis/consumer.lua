@@ -474,7 +474,8 @@ end
 
 --- ctx:checkpoint([record]) -> true | nil, err. Without a record: the whole
 -- batch (the last record read). A record of an aggregate records its
--- sub-sequence number, so a restart skips only what was done.
+-- sub-sequence number, so a restart skips only what was done. A position
+-- the checkpoint already covers writes nothing (true, "behind").
 function Ctx:checkpoint(record)
   local c, w = self._consumer, self._worker
   local cp
@@ -485,17 +486,20 @@ function Ctx:checkpoint(record)
     if type(record) ~= "table" or type(record.SequenceNumber) ~= "string" then
       error("ctx:checkpoint: record must be a record of this batch (with SequenceNumber)", 2)
     end
-    if record.Aggregated and record.SubSequenceNumber ~= nil then
+    if record == self._last_record and self._batch_cp then
+      -- the batch's last record: the whole batch is done
+      cp = self._batch_cp
+    elseif record.Aggregated and record.SubSequenceNumber ~= nil then
       cp = { sequence = record.SequenceNumber, sub_sequence = record.SubSequenceNumber }
     else
       cp = { sequence = record.SequenceNumber }
     end
   end
   local cur = w.cp
-  if cur and cur.sequence:match("^%d+$") and not after(cp.sequence, cp.sub_sequence, cur.sequence, cur.sub_sequence) then
-    if checkpoints.equal(cur, cp) then return true end
-    return nil, consumer_error("CheckpointBackwards", "ctx:checkpoint: " .. cp.sequence ..
-      " is at or before the shard's checkpoint " .. cur.sequence, { shard_id = w.id })
+  if cur and cur.sequence:match("^%d+$") and cp.sequence:match("^%d+$")
+    and not after(cp.sequence, cp.sub_sequence, cur.sequence, cur.sub_sequence) then
+    -- already covered (a batch handed over again after a failure): nothing to write
+    return true, "behind"
   end
   local ok, err = c:_write_checkpoint(w, cp)
   if ok then self.checkpointed = true end
@@ -557,6 +561,7 @@ function Consumer:_deliver(w, users, bytes, last_seq, millis_behind)
     shard_id = w.id, millis_behind = millis_behind, worker_id = self.worker_id,
     application = self.application, attempt = 0, consumer = self,
     _consumer = self, _worker = w, _batch_cp = last_seq and { sequence = last_seq } or nil,
+    _last_record = users[#users],
   }, Ctx)
   st.pending_records = #users
   if #users > 0 then
