@@ -122,6 +122,34 @@ local function load_cps(path)
   return assert(store:list())
 end
 
+-- Runs the consumer inside kinesis.run with a watchdog: a consumer that
+-- never reaches stop_after_idle is stopped after `limit` seconds and the
+-- spec fails instead of hanging.
+local function run_bounded(c, limit)
+  limit = limit or 90
+  local timed_out, done = false, false
+  local results = kinesis.run(function()
+    local reader = kinesis.spawn(function() return c:run() end)
+    kinesis.spawn(function()
+      local waited = 0
+      while not done and waited < limit do
+        kinesis.sleep(0.2)
+        waited = waited + 0.2
+      end
+      if not done then
+        timed_out = true
+        c:stop()
+      end
+    end)
+    local r = { reader:wait() }
+    done = true
+    return r
+  end)
+  assert(not timed_out, "the consumer did not finish within " .. limit .. " s: " .. c:progress_line())
+  assert(results[1], tostring(results[2]))
+  return results[2], results[3]
+end
+
 describe("kinesis.consumer", function()
   local srv, client
 
@@ -188,7 +216,7 @@ describe("kinesis.consumer", function()
     it("returns the error of a stream that does not exist", function()
       local c = client:consumer { stream = "no-such-stream", store = kinesis.checkpoints.memory(),
         handler = function() end }
-      local ok, err = c:run()
+      local ok, err = run_bounded(c)
       assert.is_nil(ok)
       assert.are.equal("ResourceNotFoundException", err.code)
     end)
@@ -314,7 +342,7 @@ describe("kinesis.consumer", function()
           idle_time_between_reads = 0.2, handler = function(records)
             for _, r in ipairs(records) do got[#got + 1] = r.Data .. "@" .. tostring(r.SubSequenceNumber) end
           end }
-        assert(c:run())
+        assert(run_bounded(c))
         return table.concat(got, " "), store:get("shardId-000000000000")
       end
       local got, cp = from { sequence = seqs[2], sub_sequence = 1 }
@@ -347,7 +375,7 @@ describe("kinesis.consumer", function()
             assert(ctx:checkpoint(r))
           end
         end }
-      assert(c:run())
+      assert(run_bounded(c))
       assert.are.equal(0, verify(written_counts(wlog), handled))
       assert.are.same({ sequence = "SHARD_END" }, store:get("shardId-000000000000"))
       -- a part-way checkpoint stays part-way: a mid-batch aggregate sub-record
@@ -376,7 +404,7 @@ describe("kinesis.consumer", function()
             end
           end
         end }
-      assert(c:run())
+      assert(run_bounded(c))
       assert.are.same({ { true, "behind", 0 } }, results)
       assert.are.same({ sequence = seqs[3] }, store:get("shardId-000000000000"))
     end)
@@ -415,7 +443,7 @@ describe("kinesis.consumer", function()
             end
           end
         end }
-      assert(c:run())
+      assert(run_bounded(c))
       local batch2 = "r11,r12,r13,r14,r15,r16,r17,r18,r19,r20"
       assert.are.same({ "r1,r2,r3,r4,r5,r6,r7,r8,r9,r10", batch2, batch2, batch2,
         "r21,r22,r23,r24,r25,r26,r27,r28,r29,r30" }, deliveries)
@@ -446,7 +474,7 @@ describe("kinesis.consumer", function()
               if r.Data == "r7" then error("bad r7") end
             end
           end }
-        assert(c:run())
+        assert(run_bounded(c))
         return store:get("shardId-000000000000"), asked, c:stats()
       end
       local cp, asked = run_with("skip")
@@ -506,7 +534,7 @@ describe("kinesis.consumer", function()
             kinesis.sleep(0.3)
           end
         end }
-      assert(c:run())
+      assert(run_bounded(c))
       local want = {}
       for i = 1, 30 do want[i] = "r" .. i end
       assert.are.same(want, got)
@@ -587,7 +615,7 @@ describe("kinesis.consumer", function()
             handled[#handled + 1] = { shard = ctx.shard_id, seq = r.SequenceNumber, key = key or "BAD", n = n }
           end
         end }
-      local ok, err = c:run()
+      local ok, err = run_bounded(c)
       assert.is_true(ok, tostring(err))
       local written = written_counts(wlog)
       assert.are.equal(0, verify(written, handled))
