@@ -242,14 +242,14 @@ function Client:call(name, params)
     error("kinesis: " .. op.name .. " expects a table of parameters", 2)
   end
   params = params or {}
-  local ok, verr = validate.input(shapes, op, params)
-  if not ok then return nil, errors.validation(op.name, verr) end
+  -- one C pass: every rule of the model checked while the body is written
+  local body, verr = codec.encode_input(shapes, op, params)
+  if not body then return nil, errors.validation(op.name, verr) end
   if op.event_stream then
     return nil, errors.protocol(op.name,
       op.name .. " returns an event stream: use client:subscribe_to_shard",
       { code = "EventStreamNotSupported" })
   end
-  local body = codec.encode(shapes, op.input, params)
   return self:attempts(op, body, params)
 end
 

@@ -282,4 +282,6 @@ function M.input(shapes, op, params)
 end
 
 M.check = check
+-- the prose rules alone (kinesis.codec runs them after its C pass)
+M.prose = prose_rules
 return M
