@@ -684,7 +684,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
     end)
   end)
 
-  describe("examples/openresty (request log to a stream, batched from a timer)", function()
+  describe("examples/openresty (request log to a stream through the producer)", function()
     local kinesis = require "kinesis"
     local plain   -- a plain-Lua client (curl transport) that checks what nginx wrote
 
@@ -696,7 +696,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
 
     -- the example as shipped, with the port, the worker count and the
     -- checkout's paths filled in
-    local function start_example(stream, flush_interval)
+    local function start_example(stream, flush_interval, max_buffer_bytes)
       local conf = read_file(ROOT .. "/examples/openresty/nginx.conf")
       local n
       conf, n = conf:gsub("listen 8080;", "listen 127.0.0.1:{{PORT}};")
@@ -712,6 +712,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
         AWS_ACCESS_KEY_ID = peers.credentials.access_key_id,
         AWS_SECRET_ACCESS_KEY = peers.credentials.secret_access_key,
         KINESIS_FLUSH_INTERVAL = tostring(flush_interval),
+        KINESIS_MAX_BUFFER_BYTES = max_buffer_bytes and tostring(max_buffer_bytes) or nil,
       }, { ["kinesis_logger.lua"] = read_file(ROOT .. "/examples/openresty/kinesis_logger.lua") })
       return srv, eport
     end
@@ -731,9 +732,12 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
         while it do
           local out = assert(plain:get_records { ShardIterator = it })
           for _, r in ipairs(out.Records) do
-            local line = cjson.decode(r.Data)
-            line.partition_key = r.PartitionKey
-            lines[#lines + 1] = line
+            -- the producer aggregates: read the user records as the KCL does
+            for _, u in ipairs(assert(kinesis.deaggregate(r, { shard = shard }))) do
+              local line = cjson.decode(u.Data)
+              line.partition_key = u.PartitionKey
+              lines[#lines + 1] = line
+            end
           end
           if #out.Records == 0 then break end
           it = out.NextShardIterator
@@ -796,10 +800,33 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
         assert.equal(7, st.pending)
         assert.equal(0, st.sent)
       end)
-      srv.stop()   -- graceful (SIGQUIT): the timers run once more, prematurely
+      srv.stop()   -- graceful (SIGQUIT): the producer's sender sees the worker exiting and sends at once
       assert(ok, err)
       local _, n = uris(read_lines("nginx-log-2"), "/bye/")
       assert.equal(7, n)
+    end)
+
+    it("refuses lines in the log phase when the buffer is full (BufferFull), and delivers the rest", function()
+      create("nginx-log-3")
+      -- room for a few lines only, and no send before shutdown
+      local srv, eport = start_example("nginx-log-3", 3600, 1200)
+      local st
+      local ok, err = pcall(function()
+        local rc, out = run("curl -sS --noproxy '*' 'http://127.0.0.1:" .. eport .. "/full/[1-20]' > /dev/null")
+        assert.equal(0, rc, out)
+        local _
+        _, st = http(eport, "/kinesis-logger/stats")
+        -- the log phase cannot wait: lines past the bound are refused, not queued
+        assert.is_true(st.dropped > 0, cjson.encode(st))
+        assert.is_true(st.buffered > 0, cjson.encode(st))
+        assert.equal(20, st.buffered + st.dropped)
+        assert.is_true(st.producer.buffered_bytes_peak <= 1200, cjson.encode(st))
+        assert.equal(st.buffered, st.pending)
+      end)
+      srv.stop()
+      assert(ok, err)
+      local _, n = uris(read_lines("nginx-log-3"), "/full/")
+      assert.equal(st.buffered, n)
     end)
   end)
 
