@@ -38,7 +38,7 @@ local function write(kind, name, bytes)
   counts[kind] = (counts[kind] or 0) + 1
 end
 
-for _, kind in ipairs { "eventstream", "decimal", "shardmap", "kpl", "response" } do
+for _, kind in ipairs { "eventstream", "decimal", "shardmap", "kpl", "response", "codec" } do
   os.execute("mkdir -p " .. q(out .. "/" .. kind))
 end
 

@@ -19,7 +19,7 @@ SAN_CORE_SO := $(SAN_OUT)/kinesis/core.so
 SAN_CURL_SO := $(SAN_OUT)/kinesis/curl.so
 SAN_LUA     := build/asan/bin/lua5.4
 FUZZ_OUT    := build/fuzz
-FUZZERS     ?= eventstream decimal shardmap kpl response
+FUZZERS     ?= eventstream decimal shardmap kpl response codec
 FUZZ_BINS   := $(addprefix $(FUZZ_OUT)/fuzz_,$(FUZZERS))
 LUA54_CFLAGS := $(shell $(PKGCONFIG) --cflags lua5.4 2>/dev/null)
 LUA54_LIBS  := $(shell $(PKGCONFIG) --libs lua5.4 2>/dev/null || echo -llua5.4)
@@ -97,6 +97,11 @@ $(FUZZ_OUT)/fuzz_kpl: fuzz/fuzz_kpl.c src/kpl.c $(HDRS) mk/check.mk
 $(FUZZ_OUT)/fuzz_response: fuzz/fuzz_response.c $(CORE_SRC) $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(LUA54_CFLAGS) -o $@ fuzz/fuzz_response.c $(CORE_SRC) $(LUA54_LIBS) $(SSL_LIBS)
+
+# the codec, differential against the Lua reference: built like fuzz_response
+$(FUZZ_OUT)/fuzz_codec: fuzz/fuzz_codec.c $(CORE_SRC) $(HDRS) mk/check.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(LUA54_CFLAGS) -o $@ fuzz/fuzz_codec.c $(CORE_SRC) $(LUA54_LIBS) $(SSL_LIBS)
 
 # tools/check.sh reads the Makefile's variables through this
 check-print-%:
