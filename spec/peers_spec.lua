@@ -1,7 +1,8 @@
 -- peers_spec.lua - the test harness itself (spec/support): launch.js starts
 -- each server on free loopback ports with its options passed through, stop()
 -- really stops it, a crashed test run leaves nothing behind, and the stub
--- does what its control endpoints promise. Uses the curl CLI, not the client.
+-- does what its control endpoints promise. Uses the curl CLI, not the client
+-- (but for peers.client, which makes one).
 local peers = require "support.peers"
 local cjson = require "cjson"
 
@@ -61,6 +62,41 @@ describe("spec/support/peers", function()
     assert.matches("limit of 2", out.message)
     assert.equals(200, (cli(srv.tls_endpoint .. "/", "-k -o /dev/null " .. KINESIS_HEADERS
       .. "-H 'X-Amz-Target: Kinesis_20131202.ListStreams' -d '{}'")))
+  end)
+
+  it("makes a client with the test region and credentials, extra options on top", function()
+    local sent = {}
+    local recorder = { send = function(_, req)
+      sent[#sent + 1] = req
+      return { status = 200, headers = {}, body = '{"StreamNames":[],"HasMoreStreams":false}' }
+    end }
+    local c = peers.client({ endpoint = "http://127.0.0.1:9" }, { transport = recorder })
+    assert(c:list_streams {})
+    local c2 = peers.client({ endpoint = "http://127.0.0.1:9" }, { transport = recorder, region = "eu-west-1" })
+    assert(c2:list_streams {})
+    local function auth(req)
+      for _, h in ipairs(req.headers) do
+        if h[1]:lower() == "authorization" then return h[2] end
+      end
+    end
+    assert.equals("http://127.0.0.1:9/", sent[1].url)
+    assert.matches("Credential=AKIDTEST/%d+/us%-east%-1/kinesis/", auth(sent[1]))
+    assert.matches("Credential=AKIDTEST/%d+/eu%-west%-1/kinesis/", auth(sent[2]))
+    assert.error_matches(function()
+      peers.client({ endpoint = "http://127.0.0.1:9" }, { retry = { mode = "sometimes" } })
+    end, "peers.client: .*retry")
+  end)
+
+  it("reads a whole file, binary bytes included", function()
+    local bytes = "\0\1\255\r\n\26 end"
+    local tmp = os.tmpname()
+    local f = assert(io.open(tmp, "wb"))
+    f:write(bytes)
+    f:close()
+    local got = peers.read_file(tmp)
+    os.remove(tmp)
+    assert.is_true(got == bytes)
+    assert.has_error(function() peers.read_file(tmp) end)
   end)
 
   it("raises with a useful message for an unknown server", function()
