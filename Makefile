@@ -89,6 +89,8 @@ bench: deps
 gen:
 	lua5.4 tools/gen_model.lua $(SHARED)/aws-model > lua/kinesis/model.lua.tmp
 	mv lua/kinesis/model.lua.tmp lua/kinesis/model.lua
+	lua5.4 tools/gen_model.lua $(SHARED)/aws-model dynamodb > lua/kinesis/services/dynamodb_model.lua.tmp
+	mv lua/kinesis/services/dynamodb_model.lua.tmp lua/kinesis/services/dynamodb_model.lua
 	lua5.4 tools/gen_endpoints.lua $(SHARED)/aws-model > lua/kinesis/endpoint_rules.lua.tmp
 	mv lua/kinesis/endpoint_rules.lua.tmp lua/kinesis/endpoint_rules.lua
 
@@ -97,10 +99,13 @@ gen-check:
 	@lua5.4 tools/gen_model.lua $(SHARED)/aws-model > $(OUT)/model.lua.check
 	@cmp -s $(OUT)/model.lua.check lua/kinesis/model.lua || \
 	  { echo "lua/kinesis/model.lua is out of date: run 'make gen'"; diff -u lua/kinesis/model.lua $(OUT)/model.lua.check | head -40; exit 1; }
+	@lua5.4 tools/gen_model.lua $(SHARED)/aws-model dynamodb > $(OUT)/dynamodb_model.lua.check
+	@cmp -s $(OUT)/dynamodb_model.lua.check lua/kinesis/services/dynamodb_model.lua || \
+	  { echo "lua/kinesis/services/dynamodb_model.lua is out of date: run 'make gen'"; exit 1; }
 	@lua5.4 tools/gen_endpoints.lua $(SHARED)/aws-model > $(OUT)/endpoint_rules.lua.check
 	@cmp -s $(OUT)/endpoint_rules.lua.check lua/kinesis/endpoint_rules.lua || \
 	  { echo "lua/kinesis/endpoint_rules.lua is out of date: run 'make gen'"; exit 1; }
-	@echo "model.lua and endpoint_rules.lua match the AWS model"
+	@echo "model.lua, services/dynamodb_model.lua and endpoint_rules.lua match the AWS models"
 
 clean:
 	rm -rf build

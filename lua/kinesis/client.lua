@@ -31,6 +31,17 @@ for name, op in pairs(operations) do
 end
 M.operations = by_name
 
+-- The service a client speaks: its model, its wire protocol and where its
+-- endpoint comes from (nil: the Kinesis rule set). Kinesis is the default;
+-- kinesis.dynamodb builds clients for DynamoDB's descriptor, so both share
+-- signing, transports, retries, credentials, logging and errors.
+local KINESIS = {
+  name = "kinesis", shapes = shapes, operations = by_name,
+  target_prefix = model.target_prefix, json_version = model.json_version,
+  signing_name = model.signing_name, endpoint_env = "AWS_ENDPOINT_URL_KINESIS",
+}
+M.KINESIS = KINESIS
+
 local Client = {}
 Client.__index = Client
 Client.__name = "kinesis.client"
@@ -95,6 +106,7 @@ local function no_env() return nil end
 -- ARNs). Resolutions are cached by their parameters.
 function Client:endpoint_for(op, params)
   if self.endpoint then return self.endpoint end
+  if self.service.endpoint then return self.service.endpoint(self, op, params) end
   local p = endpoints.params_for(op, params, self.endpoint_config, no_env)
   local parts = {}
   for i, k in ipairs(ENDPOINT_KEYS) do parts[i] = tostring(p[k]) end
@@ -190,8 +202,8 @@ function Client:build_request(op, body, params)
   end
   local headers = {
     { "Host", ep.host_header },
-    { "Content-Type", "application/x-amz-json-" .. model.json_version },
-    { "X-Amz-Target", model.target_prefix .. "." .. op.name },
+    { "Content-Type", "application/x-amz-json-" .. self.service.json_version },
+    { "X-Amz-Target", self.service.target_prefix .. "." .. op.name },
     { "User-Agent", USER_AGENT },
   }
   if ep.headers then
@@ -199,7 +211,7 @@ function Client:build_request(op, body, params)
   end
   local signed, serr = self.signer:sign {
     method = "POST", path = ep.path, headers = headers, body = body,
-    region = ep.signing_region or self.region, service = ep.signing_name or model.signing_name,
+    region = ep.signing_region or self.region, service = ep.signing_name or self.service.signing_name,
     access_key = creds.access_key_id, secret_key = creds.secret_access_key,
     session_token = creds.session_token,
     time = floor((self.clock and self.clock() or os.time()) + self.clock_offset),
@@ -213,6 +225,7 @@ end
 
 --- Sends a built request and turns the response into (out, nil, meta) or (nil, err, meta).
 function Client:send(op, req)
+  local shapes = self.service.shapes
   local resp, terr = self:transport():send(req)
   if not resp then
     return nil, errors.transport(op.name, terr or {})
@@ -236,7 +249,8 @@ end
 --- Calls operation `name` (API name or snake_case) with `params`.
 function Client:call(name, params)
   check_self(self, "call")
-  local op = by_name[name]
+  local shapes = self.service.shapes
+  local op = self.service.operations[name]
   if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
   if params ~= nil and type(params) ~= "table" then
     error("kinesis: " .. op.name .. " expects a table of parameters", 2)
@@ -379,7 +393,7 @@ end
 --- Iterator over the response pages of a paginated operation.
 function Client:pages(name, params)
   check_self(self, "pages")
-  local op = by_name[name]
+  local op = self.service.operations[name]
   if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
   return require("kinesis.paging").pages(self, op, params)
 end
@@ -387,7 +401,7 @@ end
 --- Iterator over the items (shards, streams, consumers, tags, channels).
 function Client:items(name, params)
   check_self(self, "items")
-  local op = by_name[name]
+  local op = self.service.operations[name]
   if not op then error("kinesis: unknown operation " .. tostring(name), 2) end
   return require("kinesis.paging").items(self, op, params)
 end
@@ -542,14 +556,16 @@ function M.check_config(cfg, extra)
 end
 
 --- Creates a client. See README "Configuration" for every option.
-function M.new(cfg)
+-- `service`: a descriptor like KINESIS (the default); see kinesis.dynamodb.
+function M.new(cfg, service)
+  local svc = service or KINESIS
   cfg = cfg or {}
   local valid, cerr = M.check_config(cfg)
   if not valid then return nil, cerr end
   local region = resolve_region(cfg) or credentials.region_from_profile(cfg.profile)
   local url = cfg.endpoint
   if not url and not env_truthy("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") then
-    url = env_nonempty("AWS_ENDPOINT_URL_KINESIS") or env_nonempty("AWS_ENDPOINT_URL")
+    url = env_nonempty(svc.endpoint_env) or env_nonempty("AWS_ENDPOINT_URL")
   end
   if not region then
     if not url then
@@ -576,7 +592,7 @@ function M.new(cfg)
     return nil, errors.new { kind = "validation", code = "ConfigError", message = rerr }
   end
   local self = setmetatable({
-    config = cfg, region = region, endpoint = ep, signer = core.signer(), clock = cfg.clock,
+    config = cfg, service = svc, region = region, endpoint = ep, signer = core.signer(), clock = cfg.clock,
     clock_offset = 0, retry = policy, timeouts = timeouts,
     endpoint_config = {
       region = region, use_fips = use_fips, use_dualstack = use_dualstack, endpoint = url,

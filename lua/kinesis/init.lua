@@ -34,4 +34,13 @@ M.aggregator = kpl.aggregator
 
 M.checkpoints = require "kinesis.checkpoints"
 
+-- kinesis.dynamodb (the lease table's client), loaded on first use
+setmetatable(M, { __index = function(t, k)
+  if k == "dynamodb" then
+    local mod = require "kinesis.dynamodb"
+    rawset(t, k, mod)
+    return mod
+  end
+end })
+
 return M

@@ -3,7 +3,7 @@
 // until it accepts connections, prints one JSON line and exits, leaving the
 // server running (peers.lua stops it by pid).
 //
-//   node spec/support/launch.js <kinesis-local|kinesalite|stub> ['{"env":{...},...}']
+//   node spec/support/launch.js <kinesis-local|kinesalite|dynalite|stub> ['{"env":{...},...}']
 //
 // Options (JSON): env (extra environment), args (extra argv), shard_limit
 // (kinesalite), tls (stub: also serve HTTPS with a fresh self-signed cert for
@@ -101,6 +101,12 @@ async function plan(name, opts) {
       if (opts.shard_limit !== undefined) argv.push('--shardLimit', String(opts.shard_limit));
       return { cmd: process.execPath, argv: argv.concat(extra), cwd: dir, env, port };
     }
+    case 'dynalite': {
+      // DynamoDB on LevelDB, in memory unless --path is given
+      const dir = path.join(MODULES, 'dynalite');
+      const argv = [path.join(dir, 'cli.js'), '--port', String(port)];
+      return { cmd: process.execPath, argv: argv.concat(extra), cwd: dir, env, port };
+    }
     case 'stub': {
       const argv = [path.join(__dirname, 'stub.js'), '--port', String(port)];
       let tlsPort;
@@ -115,7 +121,7 @@ async function plan(name, opts) {
                tlsPort, cafile };
     }
     default:
-      throw new Error(`unknown server '${name}' (kinesis-local, kinesalite, stub)`);
+      throw new Error(`unknown server '${name}' (kinesis-local, kinesalite, dynalite, stub)`);
   }
 }
 
