@@ -228,6 +228,21 @@ for round = 1, ROUNDS do
     end
   end
 
+  if enabled("producer") then
+    -- bench/producer.lua: each producer figure beside its baseline, the
+    -- order alternating with the round
+    for _, pair in ipairs { { "producer_agg", "aggregate" }, { "producer_plain", "put_records" } } do
+      local p, b = both(round,
+        function() return lua("producer.lua", pair[1], PORT_LARGE, "1.0") end,
+        function() return lua("producer.lua", pair[2], PORT_LARGE, "1.0") end)
+      if p and b then
+        add_pair(pair[1], p.rate, b.rate, rate_ratio)
+        add(pair[1] .. ".rss", p.hwm_kb)
+        add(pair[1] .. ".baseline_rss", b.hwm_kb)
+      end
+    end
+  end
+
   if enabled("sign") then
     for _, size in ipairs { 100, 1048576 } do
       local key = "sign_" .. size
@@ -406,6 +421,19 @@ if samples["consumer.value"] then
         value = si(med("consumer_file.value"), "records/s"), baseline = si(med("consumer.baseline"), "records/s") .. " (GetRecords alone)",
         ratio = ratio_text(rf, nil, "consumer_file"), goal = "report", met = "-", rss = rss("consumer"),
         raw = { value = med("consumer_file.value"), baseline = med("consumer.baseline"), ratio = rf, unit = "records/s" } }
+end
+for _, pr in ipairs {
+  { "producer_agg", "producer, aggregated, 100 B records to the stub", "kinesis.aggregate alone", 0.5 },
+  { "producer_plain", "producer, not aggregated, 100 B records to the stub", "put_records x 500", 0.8 },
+} do
+  local key = pr[1]
+  if samples[key .. ".value"] then
+    local r = med(key .. ".ratio")
+    row { id = key, measurement = pr[2],
+          value = si(med(key .. ".value"), "records/s"), baseline = si(med(key .. ".baseline"), "records/s") .. " (" .. pr[3] .. ")",
+          ratio = ratio_text(r, nil, key), goal = ">= " .. pr[4], met = yesno(r >= pr[4]), rss = rss(key),
+          raw = { value = med(key .. ".value"), baseline = med(key .. ".baseline"), ratio = r, unit = "records/s" } }
+  end
 end
 for _, size in ipairs { 100, 1048576 } do
   local key = "sign_" .. size

@@ -7,7 +7,7 @@
 # A tool, not a test: the exit status reflects only whether it could run.
 #   BENCH_ROUNDS=n   rounds per measurement (default 5; medians are taken)
 #   BENCH_ONLY=a,b   only these groups (put, put_records, decode, sign,
-#                    concurrency, hashing, eventstream, consumer, profile, extra)
+#                    concurrency, hashing, eventstream, consumer, producer, profile, extra)
 #   BENCH_NO_WRITE=1 print the table only, leave results.json/RESULTS.md alone
 #   BENCH_LUA=luajit run the benchmark scripts on LuaJIT (after `make luajit`);
 #                    results then go to results-luajit.json/RESULTS-luajit.md
@@ -125,6 +125,32 @@ http {
   # PutRecords: the 500-entry answer (too long for a config string)
   server {
     listen 127.0.0.1:$PORT_LARGE;
+    # bench/producer.lua: a one-shard stream; PutRecords gets one entry per record sent
+    location /producer {
+      client_body_buffer_size 16m;
+      content_by_lua_block {
+        ngx.req.read_body()
+        local body = ngx.req.get_body_data() or ""
+        local out
+        if (ngx.var.http_x_amz_target or ""):find("ListShards", 1, true) then
+          out = '{"Shards":[{"ShardId":"shardId-000000000000","HashKeyRange":{"StartingHashKey":"0",'
+            .. '"EndingHashKey":"340282366920938463463374607431768211455"},'
+            .. '"SequenceNumberRange":{"StartingSequenceNumber":"1"}}]}'
+        else
+          local n, pos = 0, 1
+          while true do
+            local s = body:find('"PartitionKey":', pos, true)
+            if not s then break end
+            n, pos = n + 1, s + 15
+          end
+          out = '{"FailedRecordCount":0,"Records":[' .. string.rep('{"SequenceNumber":'
+            .. '"49651508112370573233364539185419153282036493009227382786","ShardId":"shardId-000000000000"}', n, ",") .. "]}"
+        end
+        ngx.header["Content-Type"] = "application/x-amz-json-1.1"
+        ngx.header["Content-Length"] = #out
+        ngx.print(out)
+      }
+    }
     location / {
       content_by_lua_block {
         ngx.req.discard_body()
