@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: runs examples/quickstart.lua against KINESIS_ENDPOINT when it is
 # set, otherwise against a kinesis-local started here on free loopback ports,
-# and ends by consuming what it produced (examples/consumer.lua; DEMO_STREAM
+# then puts 5,000 records through the producer (examples/producer.lua, with
+# its progress line), and ends by consuming what it produced (examples/consumer.lua; DEMO_STREAM
 # names a stream an earlier step wrote to).
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -19,5 +20,7 @@ trap 'sh tools/local-kinesis.sh --stop 2>/dev/null' EXIT INT TERM
 port=$(echo "$lines" | sed -n -E 's/^export AWS_ENDPOINT_URL_KINESIS=http:\/\/127\.0\.0\.1:([0-9]+)$/\1/p')
 echo "kinesis-local is listening on 127.0.0.1:$port (tools/local-kinesis.sh)"
 KINESIS_ENDPOINT="http://127.0.0.1:$port" lua5.4 examples/quickstart.lua || exit 1
+echo "--- producing (examples/producer.lua)"
+KINESIS_ENDPOINT="http://127.0.0.1:$port" RECORDS=5000 lua5.4 examples/producer.lua || exit 1
 echo "--- consuming (examples/consumer.lua)"
 KINESIS_ENDPOINT="http://127.0.0.1:$port" STREAM_NAME="$DEMO_STREAM" lua5.4 examples/consumer.lua
