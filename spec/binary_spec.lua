@@ -2,7 +2,6 @@
 -- a 1 MiB record, and 256-character multi-byte partition keys are written to
 -- kinesis-local and read back byte-exact.
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local sleep = require("socket").sleep
 
@@ -12,7 +11,7 @@ describe("binary safety against kinesis-local", function()
 
   lazy_setup(function()
     srv = peers.start("kinesis-local", { env = { CREATE_STREAM_DURATION = "50ms" } })
-    c = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials })
+    c = peers.client(srv)
     assert(c:create_stream { StreamName = S, ShardCount = 1 })
     for _ = 1, 100 do
       local d = assert(c:describe_stream_summary { StreamName = S }).StreamDescriptionSummary

@@ -3,7 +3,6 @@
 -- against a loopback stub: the exact request (target header, JSON body) and
 -- the decoding of a model-shaped response.
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local cjson = require "cjson"
 
@@ -35,7 +34,7 @@ describe("Channel operations and UpdateStreamRecordDistributionStrategy", functi
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials })
+    c = peers.client(stub)
   end)
   lazy_teardown(function()
     if c then c:close() end

@@ -2,7 +2,6 @@
 -- error bodies, bad success bodies (protocol errors), refused connections
 -- and timeouts, all as the one error table.
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local errors = require "kinesis.errors"
 
@@ -12,8 +11,7 @@ describe("error mapping", function()
   lazy_setup(function()
     stub = peers.start("stub")
     -- retries off: each case sees exactly the one response it queued
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-      timeout = { connect = 2, request = 1 }, retry = { mode = "off" } })
+    c = peers.client(stub, { timeout = { connect = 2, request = 1 }, retry = { mode = "off" } })
   end)
   lazy_teardown(function()
     if c then c:close() end
@@ -98,10 +96,8 @@ describe("error mapping", function()
   it("maps a refused connection to a transport error", function()
     -- a port nothing listens on: the port of a stub that has been stopped
     local gone = peers.start("stub")
-    local port = gone.port
     gone.stop()
-    local c2 = assert(kinesis.new { endpoint = "http://127.0.0.1:" .. port, region = "us-east-1",
-      credentials = peers.credentials, retry = { mode = "off" } })
+    local c2 = peers.client(gone, { retry = { mode = "off" } })
     local out, err = c2:list_streams {}
     assert.is_nil(out)
     assert.equal("transport", err.kind)

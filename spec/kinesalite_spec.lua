@@ -1,7 +1,6 @@
 -- A second, stricter server: a representative set of operations against
 -- kinesalite, and its validation and not-found errors mapped to the right code.
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local sleep = require("socket").sleep
 
@@ -20,7 +19,7 @@ describe("against kinesalite", function()
 
   lazy_setup(function()
     srv = peers.start("kinesalite", { args = { "--createStreamMs", "50", "--deleteStreamMs", "50", "--updateStreamMs", "50" } })
-    c = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials })
+    c = peers.client(srv)
     assert(c:create_stream { StreamName = S, ShardCount = 2 })
     wait_active(S)
   end)

@@ -2,7 +2,6 @@
 -- assertions on what comes back (types included: integers are integers,
 -- blobs are raw bytes, nulls are absent).
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local sleep = require("socket").sleep
 
@@ -51,7 +50,7 @@ describe("operations against kinesis-local", function()
       UPDATE_SHARD_COUNT_DURATION = fast, UPDATE_STREAM_MODE_DURATION = fast,
       SHARD_LIMIT = "100",
     } })
-    c = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials })
+    c = peers.client(srv)
     assert(c:create_stream { StreamName = S, ShardCount = 2 })
     arn = wait_active(S).StreamDescriptionSummary.StreamARN
   end)

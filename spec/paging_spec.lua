@@ -2,7 +2,6 @@
 -- against kinesis-local (shards, streams, consumers, tags, DescribeStream)
 -- and, for the token rules and errors, against the loopback stub.
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local cjson = require "cjson"
 
@@ -37,8 +36,7 @@ describe("paging against kinesis-local", function()
     srv = peers.start("kinesis-local", { env = { SHARD_LIMIT = "500", CREATE_STREAM_DURATION = "20ms",
       REGISTER_STREAM_CONSUMER_DURATION = "20ms" } })
     tr = counting_transport()
-    c = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials,
-      transport = tr })
+    c = peers.client(srv, { transport = tr })
     assert(c:create_stream { StreamName = "paging-50", ShardCount = 50 })
     arn = wait_active("paging-50").StreamARN
     for i = 1, 29 do
@@ -166,7 +164,7 @@ describe("paging rules against the stub", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials })
+    c = peers.client(stub)
   end)
   lazy_teardown(function()
     if c then c:close() end

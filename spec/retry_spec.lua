@@ -19,8 +19,7 @@ describe("retries", function()
   before_each(function() stub:reset() end)
 
   local function client(retry_cfg, timeout)
-    return assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-      retry = retry_cfg, timeout = timeout or { request = 1 } })
+    return peers.client(stub, { retry = retry_cfg, timeout = timeout or { request = 1 } })
   end
 
   local failures = {

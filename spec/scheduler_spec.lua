@@ -11,8 +11,7 @@ describe("the coroutine scheduler", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-      timeout = { request = 10 } })
+    c = peers.client(stub, { timeout = { request = 10 } })
   end)
   lazy_teardown(function()
     if c then c:close() end
@@ -112,8 +111,7 @@ describe("the coroutine scheduler", function()
 
   it("applies the request timeout per request inside run", function()
     stub:queue { { action = "stall" }, { status = 200, body = summary("fast") } }
-    local c2 = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-      timeout = { request = 0.5 }, retry = { mode = "off" } })
+    local c2 = peers.client(stub, { timeout = { request = 0.5 }, retry = { mode = "off" } })
     local slow_err, fast_out
     kinesis.run(function()
       kinesis.spawn(function() _, slow_err = c2:describe_stream_summary { StreamName = "slow" } end)

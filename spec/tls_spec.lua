@@ -70,11 +70,10 @@ describe("TLS verification", function()
   end)
 
   local function client(endpoint, extra)
-    local cfg = { endpoint = endpoint, region = peers.region, credentials = peers.credentials,
-                  retry = { mode = "standard", max_attempts = 3, base = 0.01 },
+    local cfg = { retry = { mode = "standard", max_attempts = 3, base = 0.01 },
                   timeout = { connect = 5, request = 10 } }
     for k, v in pairs(extra or {}) do cfg[k] = v end
-    return assert(kinesis.new(cfg))
+    return peers.client({ endpoint = endpoint }, cfg)
   end
 
   local function assert_tls_failure(out, err, meta, what)
@@ -144,11 +143,9 @@ describe("TLS verification", function()
     end)
 
     it("fails even when its own certificate is the trusted CA: the name cannot match", function()
-      local f = assert(io.open(peers.root .. "/node_modules/kinesis-local/server.json", "r"))
-      local pem = cjson.decode(f:read("*a")).server.cert
-      f:close()
+      local pem = cjson.decode(peers.read_file(peers.root .. "/node_modules/kinesis-local/server.json")).server.cert
       local path = dir .. "/kinesis-local.pem"
-      f = assert(io.open(path, "w"))
+      local f = assert(io.open(path, "w"))
       f:write(pem)
       f:close()
       local c = client(srv.tls_endpoint, { cafile = path })

@@ -2,7 +2,6 @@
 -- stream_not_exists, consumer_active, consumer_not_exists; giving up, and
 -- stopping at once on an error no acceptor expects. Plus the backoff curve.
 
-local kinesis = require "kinesis"
 local peers = require "support.peers"
 local waiters = require "kinesis.waiters"
 
@@ -14,7 +13,7 @@ describe("waiters against kinesis-local", function()
       CREATE_STREAM_DURATION = "2s", DELETE_STREAM_DURATION = "2s",
       REGISTER_STREAM_CONSUMER_DURATION = "2s", DEREGISTER_STREAM_CONSUMER_DURATION = "2s",
     } })
-    c = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials })
+    c = peers.client(srv)
   end)
   lazy_teardown(function()
     if c then c:close() end
@@ -51,8 +50,7 @@ describe("waiters against kinesis-local", function()
     local inner = require("kinesis.transport.curl").new {}
     local sent = 0
     local counting = { send = function(_, req) sent = sent + 1 return inner:send(req) end }
-    local c2 = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region,
-      credentials = peers.credentials, transport = counting })
+    local c2 = peers.client(srv, { transport = counting })
     local out, err = c2:wait("stream_exists", { StreamName = "never-created" }, { delay = 0.1, max_attempts = 50 })
     assert.is_nil(out)
     assert.equal("ResourceNotFoundException", err.code)
