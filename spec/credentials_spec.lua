@@ -1077,6 +1077,121 @@ describe("retries of STS, IMDS and container calls", function()
   end)
 end)
 
+---------------------------------------------------------------- nginx
+
+describe("inside nginx (light threads, cosockets)", function()
+  local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
+  local MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
+  local prefix, port, pid
+
+  -- one request runs two rounds of 20 light threads asking one chain at
+  -- once: cold, then past expiration; one refresh a round, the others
+  -- parked on the runtime until it ends
+  local CONF = [[
+load_module MODULES/ndk_http_module.so;
+load_module MODULES/ngx_http_lua_module.so;
+worker_processes 1;
+error_log PREFIX/error.log info;
+pid PREFIX/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path PREFIX/tmp;
+  lua_package_path "ROOT/lua/?.lua;ROOT/lua/?/init.lua;;";
+  lua_package_cpath "ROOT/build/5.1/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
+  server {
+    listen 127.0.0.1:PORT;
+    location = /ready { return 204; }
+    location = /refresh {
+      content_by_lua_block {
+        local kinesis = require "kinesis"
+        local cjson = require "cjson"
+        local offset = 0
+        local p = require("kinesis.credentials").chain {
+          env = { HOME = "/nonexistent", AWS_EC2_METADATA_SERVICE_ENDPOINT = ngx.var.arg_meta },
+          clock = function() return ngx.time() + offset end,
+          transport_factory = function(topts) return require("kinesis.transport.cosocket").new(topts) end,
+        }
+        local function round()
+          return kinesis.run(function()
+            local tasks = {}
+            for i = 1, 20 do
+              tasks[i] = kinesis.spawn(function()
+                local c, err = p:get()
+                return c and c.access_key_id or tostring(err)
+              end)
+            end
+            local ids = {}
+            for i, r in ipairs(kinesis.wait_all(tasks)) do ids[i] = r[2] end
+            return ids
+          end)
+        end
+        local first = round()
+        offset = 900
+        local second = round()
+        ngx.say(cjson.encode { first = first, second = second, loads = p.loads })
+      }
+    }
+  }
+}
+]]
+
+  lazy_setup(function()
+    assert(read(MODULES .. "/ngx_http_lua_module.so"), "ngx_http_lua_module.so not found in " .. MODULES)
+    prefix = mkdtemp()
+    os.execute("mkdir -p " .. shell_quote(prefix .. "/tmp"))
+    port = tonumber((run([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']]):match("%d+")))
+    local conf = CONF:gsub("MODULES", MODULES):gsub("PREFIX", prefix):gsub("ROOT", ROOT):gsub("PORT", tostring(port))
+    write(prefix .. "/nginx.conf", conf)
+    local out = run(shell_quote(NGINX) .. " -p " .. shell_quote(prefix) .. " -c " .. shell_quote(prefix .. "/nginx.conf")
+      .. " -e " .. shell_quote(prefix .. "/error.log") .. " 2>&1; echo rc=$?")
+    assert(out:match("rc=0"), "nginx did not start: " .. out)
+    for _ = 1, 50 do
+      pid = tonumber(read(prefix .. "/nginx.pid") or "")
+      if pid then break end
+      core.sleep(0.1)
+    end
+    assert(pid, "nginx wrote no pid file")
+    for _ = 1, 50 do
+      if run("curl -sf -o /dev/null --noproxy '*' --max-time 2 http://127.0.0.1:" .. port .. "/ready; echo $?")
+         :match("^0") then return end
+      core.sleep(0.1)
+    end
+    error("nginx does not answer: " .. (read(prefix .. "/error.log") or ""))
+  end)
+
+  lazy_teardown(function()
+    if not pid then return end
+    os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
+    for _ = 1, 30 do
+      if not read("/proc/" .. pid .. "/stat") then return end
+      core.sleep(0.1)
+    end
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")   -- a request still held: stop at once
+  end)
+
+  it("shares one refresh among 20 light threads, the others parked until it ends", function()
+    meta:set { imds = { delay_ms = 150, expires_in = 900 } }
+    -- a parked thread nobody wakes would hold the request for 30 s
+    local out = run("curl -sS --noproxy '*' --max-time 10 " .. shell_quote(("http://127.0.0.1:%d/refresh?meta=%s")
+      :format(port, meta.endpoint)) .. " 2>&1")
+    local ok, body = pcall(cjson.decode, out)
+    assert(ok and type(body) == "table", "nginx answered: " .. out .. "\n" .. (read(prefix .. "/error.log") or ""))
+    assert.equal(20, #body.first)
+    assert.equal(20, #body.second)
+    for i = 1, 20 do
+      assert.matches("^ASIAIMDS", body.first[i])
+      assert.equal(body.first[1], body.first[i])
+      assert.equal(body.second[1], body.second[i])
+    end
+    assert.not_equal(body.first[1], body.second[1])
+    assert.equal(2, body.loads)
+    local st = meta:stats()
+    assert.equal(2, st.imds_credentials)
+    assert.equal(1, st.imds_token)
+  end)
+end)
+
 ---------------------------------------------------------------- the chain
 
 describe("the chain", function()
