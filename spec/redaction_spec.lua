@@ -1,8 +1,8 @@
 -- redaction_spec.lua - secrets never leave the library in text, and nothing
 -- a caller configures can smuggle a line break into a request header.
 -- A child lua5.4 process runs failing calls of every kind with distinctive
--- secret values (static, environment, profile file, credential_process and
--- container credentials; servers that echo the request's secrets back in
+-- secret values (static, environment, profile file, credential_process,
+-- container and SSO credentials; servers that echo the request's secrets back in
 -- their error answers, as AWS's signature-mismatch message does with the
 -- canonical request), with KINESIS_LOG=debug; it prints tostring() of every error, client and
 -- credentials object and every string field of every error. The spec greps
@@ -15,7 +15,11 @@ local SECRET = "wJalrSECRETxUtnFEMIzK7MDENGbPxRfiCY"
 local TOKEN = "IQoJSESSIONTOKENb3JpZ2luX2VjEJr8dGVzdA"
 local AUTH = "CONTAINERAUTHTOKEN0123456789abcdef"
 local AKID = "AKIDREDACTIONTEST01"
-local SECRETS = { SECRET, TOKEN, AUTH }
+-- an IAM Identity Center token cache's secrets
+local SSO_ACCESS = "aoaSSOACCESSTOKENredactionTest0123"
+local SSO_REFRESH = "aorSSOREFRESHTOKENredactionTest4567"
+local SSO_CLIENT_SECRET = "eyJSSOCLIENTSECRETredactionTest89ab"
+local SECRETS = { SECRET, TOKEN, AUTH, SSO_ACCESS, SSO_REFRESH, SSO_CLIENT_SECRET }
 
 local function sh_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -25,6 +29,25 @@ local function write(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)
   f:close()
+end
+
+-- An SSO profile (sso-session form) whose cached token is inside its
+-- refresh window, with a refresh token and a client registration.
+local function write_sso(home)
+  os.execute("mkdir -p " .. sh_quote(home .. "/.aws/sso/cache"))
+  write(home .. "/.aws/config", table.concat({
+    "[profile sso]", "sso_session = corp", "sso_account_id = 123456789012", "sso_role_name = ReadOnly",
+    "[sso-session corp]", "sso_start_url = https://corp.awsapps.com/start", "sso_region = us-east-1", "",
+  }, "\n"))
+  local p = io.popen("printf corp | sha1sum")
+  local name = p:read("*a"):match("^(%x+)")
+  p:close()
+  write(home .. "/.aws/sso/cache/" .. name .. ".json", cjson.encode {
+    accessToken = SSO_ACCESS, refreshToken = SSO_REFRESH, clientId = "client-id",
+    clientSecret = SSO_CLIENT_SECRET, startUrl = "https://corp.awsapps.com/start", region = "us-east-1",
+    expiresAt = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 120),
+    registrationExpiresAt = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 86400),
+  })
 end
 
 -- The child: runs one scenario (arg[1]) and prints what the library said.
@@ -301,6 +324,29 @@ describe("secrets in error messages, tostring and output", function()
       assert_no_secret(out)
     end
     assert.equal(0, #stub:requests())
+  end)
+
+  it("SSO: OIDC and the portal echo the refresh token, client secret and access token", function()
+    local home = dir .. "/sso"
+    write_sso(home)
+    local function echo(status, code, text)
+      return { status = status, headers = { ["Content-Type"] = "application/json", ["x-amzn-ErrorType"] = code },
+               body = cjson.encode { error = "invalid_grant", message = text } }
+    end
+    local oidc = echo(400, "InvalidGrantException", ("refresh token %s of client secret %s refused")
+      :format(SSO_REFRESH, SSO_CLIENT_SECRET))
+    local portal = echo(401, "UnauthorizedException", "bearer " .. SSO_ACCESS .. " not valid")
+    stub:queue { oidc, portal, oidc, portal }
+    local out = run("chain", { TEST_PROFILE = "sso", AWS_ENDPOINT_URL_SSO = stub.endpoint,
+                               AWS_ENDPOINT_URL_SSO_OIDC = stub.endpoint }, home)
+    assert.truthy(out:find("chain_error.code = CredentialsError", 1, true), out)
+    assert.truthy(out:find("UnauthorizedException (HTTP 401): bearer <redacted> not valid", 1, true), out)
+    local reqs = stub:requests()
+    assert.equal(4, #reqs)
+    -- the secrets really went out (so the echoes were real leak risks)
+    assert.equal(SSO_CLIENT_SECRET, cjson.decode(reqs[1].body).clientSecret)
+    assert.equal(SSO_ACCESS, reqs[2].headers["x-amz-sso_bearer_token"])
+    assert_no_secret(out)
   end)
 
   it("container credentials whose endpoint echoes the authorization token", function()
