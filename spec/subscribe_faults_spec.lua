@@ -19,12 +19,7 @@ local monotime, sleep = core.monotime, core.sleep
 local SHARED = os.getenv("SHARED") or (peers.root .. "/../shared")
 local SYN = SHARED .. "/vectors/eventstream/kinesis-synthetic/"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = peers.read_file
 
 local function bytes(n, seed)
   local t, x = {}, seed or 7
@@ -144,8 +139,7 @@ describe("SubscribeToShard against a faulty server", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-                             timeout = { event = 0.8 } })
+    c = peers.client(stub, { timeout = { event = 0.8 } })
   end)
   lazy_teardown(function()
     if c then c:close() end
@@ -174,7 +168,7 @@ describe("SubscribeToShard against a faulty server", function()
 
   it("keeps the credentials out of an in-stream exception's message", function()
     local secret, token = "s3cr3t-key-in-echo", "t0ken-in-echo"
-    local c2 = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1",
+    local c2 = peers.client(stub, {
       credentials = { access_key_id = "AKIDECHO", secret_access_key = secret, session_token = token },
       timeout = { event = 0.8 } })
     local exception = core.es_encode({
@@ -263,8 +257,7 @@ describe("SubscribeToShard against a faulty server", function()
   end)
 
   it("reports a refused connection as a transport error", function()
-    local dead = assert(kinesis.new { endpoint = "http://127.0.0.1:1", region = "us-east-1",
-                                      credentials = peers.credentials })
+    local dead = peers.client({ endpoint = "http://127.0.0.1:1" })
     local events, err, calls = drain(dead:subscribe_to_shard(PARAMS))
     assert.equal(0, events)
     assert.equal(1, calls)
@@ -274,7 +267,7 @@ describe("SubscribeToShard against a faulty server", function()
   end)
 
   it("refuses a transport that cannot stream", function()
-    local plain = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
+    local plain = peers.client(stub, {
       transport = { name = "custom", send = function() error("not used") end } })
     local _, err, calls = drain(plain:subscribe_to_shard(PARAMS))
     assert.equal(1, calls)
@@ -526,7 +519,7 @@ describe("memory over a long subscription", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials })
+    c = peers.client(stub)
   end)
   lazy_teardown(function()
     if c then c:close() end

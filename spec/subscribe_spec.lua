@@ -13,12 +13,7 @@ local monotime, sleep = core.monotime, core.sleep
 local SHARED = os.getenv("SHARED") or (peers.root .. "/../shared")
 local VECTORS = SHARED .. "/vectors/eventstream/"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = peers.read_file
 
 local function vector(name)
   return read_file(VECTORS .. name)
@@ -147,11 +142,10 @@ describe("subscribe_to_shard against kinesis-local", function()
       CREATE_STREAM_DURATION = fast, DELETE_STREAM_DURATION = fast,
       REGISTER_STREAM_CONSUMER_DURATION = fast, DEREGISTER_STREAM_CONSUMER_DURATION = fast,
     } })
-    c = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials })
+    c = peers.client(srv)
     -- the TLS port: kinesis-local's certificate names no host, so this
     -- client turns verification off explicitly
-    c2 = assert(kinesis.new { endpoint = srv.tls_endpoint, region = peers.region,
-                              credentials = peers.credentials, verify = false })
+    c2 = peers.client(srv, { endpoint = srv.tls_endpoint, verify = false })
     assert(c:create_stream { StreamName = "efo", ShardCount = 1 })
     ARN = wait_active("efo").StreamARN
     RECORDS = {
@@ -199,8 +193,7 @@ describe("subscribe_to_shard against kinesis-local", function()
   end)
 
   it("fails TLS verification on that port when verification stays on", function()
-    local strict = assert(kinesis.new { endpoint = srv.tls_endpoint, region = peers.region,
-                                        credentials = peers.credentials })
+    local strict = peers.client(srv, { endpoint = srv.tls_endpoint })
     local sub = strict:subscribe_to_shard { ConsumerARN = ARN .. "/consumer/x:1", ShardId = "shardId-000000000000",
       StartingPosition = { Type = "LATEST" } }
     local ok, err = sub()
@@ -368,8 +361,7 @@ describe("subscribe_to_shard against the loopback stub", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-                             timeout = { event = 5 } })
+    c = peers.client(stub, { timeout = { event = 5 } })
   end)
   lazy_teardown(function()
     if c then c:close() end
@@ -637,8 +629,7 @@ describe("subscribe_to_shard against the loopback stub", function()
   end)
 
   it("outlives the client's request timeout: a stream has no total time limit", function()
-    local short = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1",
-      credentials = peers.credentials, timeout = { request = 0.3, event = 2 }, retry = { mode = "off" } })
+    local short = peers.client(stub, { timeout = { request = 0.3, event = 2 }, retry = { mode = "off" } })
     stub:queue { { frames_b64 = b64list { event_frame("1", {}) }, ["repeat"] = 8, frame_delay_ms = 150 } }
     local t0 = monotime()
     local events, err = drain(short:subscribe_to_shard(params()))
@@ -654,8 +645,7 @@ describe("subscribe_to_shard against the loopback stub", function()
   end)
 
   it("takes the event timeout from the client's timeout.event", function()
-    local quick = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1",
-      credentials = peers.credentials, timeout = { event = 0.4 } })
+    local quick = peers.client(stub, { timeout = { event = 0.4 } })
     stub:queue { { frames_b64 = b64list { event_frame("1", {}) }, stall_after = 0 } }
     local t0 = monotime()
     local _, err = drain(quick:subscribe_to_shard(params()))
@@ -673,8 +663,7 @@ describe("client:subscribe (renewal) against the loopback stub", function()
 
   lazy_setup(function()
     stub = peers.start("stub")
-    c = assert(kinesis.new { endpoint = stub.endpoint, region = "us-east-1", credentials = peers.credentials,
-                             timeout = { event = 5 } })
+    c = peers.client(stub, { timeout = { event = 5 } })
   end)
   lazy_teardown(function()
     if c then c:close() end
