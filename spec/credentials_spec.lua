@@ -996,10 +996,18 @@ describe("retries of STS, IMDS and container calls", function()
     math.randomseed(20261203)
     local expect = { math.random() * 0.02, math.random() * 0.04 }
     math.randomseed(20261203)
-    local c = assert(chain(web_env(), { retry = { sts = policy } }):get())
+    local events = {}
+    local c = assert(chain(web_env(), { retry = { sts = policy },
+                                        log = function(ev) events[#events + 1] = ev end }):get())
     assert.equal("web_identity", c.source)
     local st = meta:stats()
     assert.equal(2, st.injected_failures)
+    -- each retry is a log event with the delay the policy drew
+    assert.equal(2, #events)
+    for i = 1, 2 do
+      assert.same({ event = "retry", op = "AssumeRoleWithWebIdentity", attempt = i, reason = "InternalFailure",
+                    delay = seen[i].d }, events[i])
+    end
     assert.equal(1, st.assume_role_web_identity)
     assert.equal(3, #meta:requests())
     assert.equal(2, #seen)

@@ -226,9 +226,14 @@ describe("SSO credentials", function()
   it("refresh a token near expiry with CreateToken, rewrite the cache file and use the new token", function()
     local path = cache("corp", 120)   -- inside the 5-minute window
     -- AWS_ENDPOINT_URL serves both services when no per-service variable is set
+    local events = {}
     local c = assert(chain("dev", env { AWS_ENDPOINT_URL_SSO = false, AWS_ENDPOINT_URL_SSO_OIDC = false,
-                                        AWS_ENDPOINT_URL = meta.endpoint }):get())
+                                        AWS_ENDPOINT_URL = meta.endpoint },
+                           { log = function(ev) events[#events + 1] = ev end }):get())
     assert.equal("sso", c.source)
+    assert.equal(1, #events)
+    assert.equal("sso_token_refreshed", events[1].event)
+    assert.equal("dev", events[1].profile)
     local reqs = meta.requests()
     assert.equal(2, #reqs)
     assert.equal("POST", reqs[1].method)
@@ -320,8 +325,15 @@ describe("SSO credentials", function()
   it("retry a failed portal call through the retry policy", function()
     cache("corp", 3600)
     meta.set { fail_next = { sso = 1 } }
-    local c = assert(chain("dev", nil, { retry = { sso = { base = 0.01 } } }):get())
+    local events = {}
+    local c = assert(chain("dev", nil, { retry = { sso = { base = 0.01 } },
+                                         log = function(ev) events[#events + 1] = ev end }):get())
     assert.equal("sso", c.source)
+    assert.equal(1, #events)
+    assert.equal("retry", events[1].event)
+    assert.equal("GetRoleCredentials", events[1].op)
+    assert.equal("InternalFailure", events[1].reason)
+    assert.is_true(events[1].delay >= 0 and events[1].delay <= 0.01)
     assert.equal(1, meta.stats().injected_failures)
     assert.equal(2, #meta.requests())
   end)

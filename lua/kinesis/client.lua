@@ -605,6 +605,8 @@ function M.new(cfg, service)
     credentials = cfg.credentials, profile = cfg.profile, region = region,
     imds_v1_fallback = cfg.imds_v1_fallback, verify = cfg.verify, cafile = cfg.cafile,
     transport_factory = credential_transport,
+    -- the providers' retries and SSO refreshes go to the client's log
+    log = function(ev) self:log(ev) end,
   })
   if not ok then
     return nil, errors.new { kind = "validation", code = "ConfigError", message = tostring(provider) }

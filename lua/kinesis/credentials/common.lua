@@ -122,7 +122,8 @@ end
 -- total time. policy: a kinesis.retry policy (max_attempts, delay,
 -- acquire, release). attempt returns ok, a, b, c: ok = true ends with
 -- a, b, c; ok = false with b an error-like table (code, retryable) tries
--- again when b.retryable. opts: total (seconds), sleep, now.
+-- again when b.retryable. opts: total (seconds), sleep, now,
+-- on_retry(n, delay, b) (told before each sleep).
 -- Returns the last attempt's a, b, c and the number of attempts.
 function M.retrying(policy, opts, attempt)
   local runtime = lazy("kinesis.runtime")
@@ -146,6 +147,7 @@ function M.retrying(policy, opts, attempt)
     cost = taken
     local d = policy:delay(n)
     if total and now() - started + d >= total then return a, b, c, n end
+    if opts.on_retry then opts.on_retry(n, d, e) end
     sleep(d)
   end
 end

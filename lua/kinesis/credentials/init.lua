@@ -50,7 +50,8 @@ Chain.__name = "kinesis.credentials.chain"
 -- profile, region, credentials (table | function | object with :get()),
 -- imds_v1_fallback, sts_endpoint, transport_factory(topts, kind) ->
 -- transport, retry ({ [kind] = policy config or kinesis.retry policy },
--- kind: sts, sso, imds, container), and for tests: env (table or function
+-- kind: sts, sso, imds, container), log (function(event): retries and SSO
+-- token refreshes, in kinesis.log's event shape), and for tests: env (table or function
 -- name -> value, instead of os.getenv), clock (epoch seconds),
 -- container_endpoint (base URL for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI),
 -- refresh_window, expiry_margin, retry_backoff, verify, cafile.
@@ -73,6 +74,21 @@ function M.chain(opts)
     secrets = {},   -- the last MAX_SECRETS secret strings seen, for redact()
     refresh_key = {},
   }, Chain)
+end
+
+--- Hands an event to opts.log (a no-op without one).
+function Chain:log(ev)
+  local log = self.opts.log
+  if log then log(ev) end
+end
+
+--- An on_retry for common.retrying that logs a "retry" event for `op`
+-- (nil: the error's own op).
+function Chain:retry_logger(op)
+  if not self.opts.log then return nil end
+  return function(n, delay, err)
+    self:log { event = "retry", op = op or err.op, attempt = n, reason = err.code, delay = delay }
+  end
 end
 
 function Chain:now()
@@ -169,12 +185,16 @@ function Chain:retry_policy(kind, attempts)
   return p, (type(given) == "table" and given.total) or defaults.total
 end
 
+-- the op named in the log events of each kind of plain HTTP call
+local HTTP_OPS = { imds = "InstanceMetadata", container = "ContainerCredentials" }
+
 --- One HTTP exchange with retries on transport failures, 5xx and 429,
 -- following the kind's retry policy. Returns resp or nil, transport err.
 function Chain:http(kind, timeout, req, attempts)
   local t = self:transport(kind, timeout)
   local policy, total = self:retry_policy(kind, attempts)
-  local resp, _, terr = common.retrying(policy, { total = total }, function(_, left)
+  local on_retry = self:retry_logger(HTTP_OPS[kind] or kind)
+  local resp, _, terr = common.retrying(policy, { total = total, on_retry = on_retry }, function(_, left)
     req.timeout = common.request_timeout(timeout and timeout.request, left)
     local r, e = t:send(req)
     if r and not common.http_retryable(r) then return true, r end
@@ -200,7 +220,7 @@ function Chain:sts_options(profile_props)
     transport = self:transport("sts", { connect = 3, request = 10 }),
     request_timeout = 10,
     signer = self:signer(),
-    retry = policy, total = total,
+    retry = policy, total = total, on_retry = self:retry_logger(),
     redact = self,
   }
 end

@@ -163,7 +163,7 @@ end
 local function call(ch, op, req)
   local t = ch:transport("sso", M.TIMEOUT)
   local policy, total = ch:retry_policy("sso", 3)
-  local out, err = common.retrying(policy, { total = total }, function(_, left)
+  local out, err = common.retrying(policy, { total = total, on_retry = ch:retry_logger(op) }, function(_, left)
     req.timeout = common.request_timeout(M.TIMEOUT.request, left)
     local resp, terr = t:send(req)
     if not resp then
@@ -232,6 +232,7 @@ function M.get(ch, name, props, others)
   if doc.expires - now <= M.REFRESH_WINDOW and can_refresh(ch, cfg, doc) then
     local fresh, ferr = refresh(ch, cfg, doc)
     if fresh then
+      ch:log { event = "sso_token_refreshed", profile = name, expiration = fresh.expires }
       local ok, werr = write_token(path, fresh)
       -- the refreshed token is good either way; the next process refreshes again
       if not ok then ch.sso_write_error = format("could not rewrite %s: %s", path, werr) end

@@ -367,7 +367,7 @@ M.RETRY = { mode = "standard", max_attempts = 3, base = 0.1, max_backoff = 20 }
 -- signature), retry (a kinesis.retry policy; else one from M.RETRY with
 -- max_attempts), total (seconds for all attempts), request_timeout (the
 -- transport's, to cap by what `total` leaves), redact (a redactor for
--- errors.aws), sleep. Returns the parsed credentials or nil, err
+-- errors.aws), sleep, on_retry(n, delay, err). Returns the parsed credentials or nil, err
 -- (kinesis.errors), and the number of attempts.
 function M.call(action, params, opts)
   local url = opts.endpoint
@@ -389,7 +389,8 @@ function M.call(action, params, opts)
     policy = assert(require("kinesis.retry").new(cfg))
   end
   local redact = redactor(opts)
-  local out, err, _, attempts = common.retrying(policy, { total = opts.total, sleep = opts.sleep }, function(_, left)
+  local out, err, _, attempts = common.retrying(policy,
+    { total = opts.total, sleep = opts.sleep, on_retry = opts.on_retry }, function(_, left)
     local headers = { { "Host", host }, { "Content-Type", content_type } }
     local creds = opts.credentials
     if creds then
