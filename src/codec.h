@@ -90,4 +90,20 @@ int kn_json_put_string(kn_buf *b, const char *s, size_t n);
 int kn_json_put_number(kn_buf *b, double v);
 int kn_json_put_integer(kn_buf *b, long long v);
 
+/* Tables for the codec's base64 (RFC 4648, '=' padding), built once into
+ * the caller's state: two output characters per 12 input bits, and the
+ * value of every input byte (0xFF for a byte outside the alphabet). */
+typedef struct kn_b64_tables {
+  char pair[4096][2];
+  unsigned char value[256];
+} kn_b64_tables;
+
+void kn_b64_tables_init(kn_b64_tables *t);
+/* Encodes in[0..n) into out (4 * ceil(n / 3) bytes, the caller's). */
+void kn_b64_fast_encode(const kn_b64_tables *t, const unsigned char *in, size_t n, char *out);
+/* Decodes in[0..n) into out (kn_b64_decoded_len bytes) with exactly the
+ * rules of kn_b64_decode; 0 ok (*out_len set), -1 not canonical base64. */
+int kn_b64_fast_decode(const kn_b64_tables *t, const char *in, size_t n, unsigned char *out,
+                       size_t *out_len);
+
 #endif

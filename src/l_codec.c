@@ -24,6 +24,7 @@ typedef struct codec_ud {
   kn_buf out;     /* the encoded body, reused */
   kn_buf scratch; /* unescaped strings and decoded blobs while decoding */
   int keys_ref;   /* registry ref: member id -> member name string */
+  kn_b64_tables b64;
 } codec_ud;
 
 static int codec_gc(lua_State *L)
@@ -193,6 +194,7 @@ static int l_codec_new(lua_State *L)
   c->keys_ref = LUA_NOREF;
   kn_buf_init(&c->out);
   kn_buf_init(&c->scratch);
+  kn_b64_tables_init(&c->b64);
   luaL_setmetatable(L, KN_CODEC_MT);          /* 2: the state */
   lua_newtable(L);                            /* 3: name -> index */
   names = 3;
@@ -498,7 +500,7 @@ static int enc(enc_state *st, int si, int vidx)
     if (kn_b64_encoded_len(n, &elen) != KN_B64_OK || elen > (size_t)-1 - 4) return -1;
     PUT(kn_buf_reserve(st->b, elen + 2));
     st->b->data[st->b->len++] = '"';
-    kn_b64_encode((const unsigned char *)s, n, st->b->data + st->b->len);
+    kn_b64_fast_encode(&st->c->b64, (const unsigned char *)s, n, st->b->data + st->b->len);
     st->b->len += elen;
     st->b->data[st->b->len++] = '"';
     st->b->data[st->b->len] = '\0';
@@ -628,6 +630,15 @@ static int read_u4(dec_state *st, const char *p, unsigned *out)
   return 0;
 }
 
+/* Whether any of the eight bytes in x is '"', '\\' or below 0x20 (the
+ * exact zero-byte and less-than tests on 64-bit words). */
+static int swar_special(uint64_t x)
+{
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+  return (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs ? 1 : 0;
+}
+
 /* A JSON string at p (on the opening quote): *s, *n get its bytes, either
  * in the body itself or (with escapes) in the scratch buffer, valid until
  * the next string is read. 0 ok, -1 malformed. */
@@ -635,9 +646,17 @@ static int read_string(dec_state *st, const char **s, size_t *n)
 {
   const char *p = st->p + 1, *run;
   kn_buf *sb = &st->c->scratch;
-  /* fast path: no escapes */
+  /* fast path: no escapes; eight bytes a step while none is special */
   for (run = p; p < st->end; p++) {
-    unsigned char ch = (unsigned char)*p;
+    unsigned char ch;
+    while (st->end - p >= 8) {
+      uint64_t x;
+      memcpy(&x, p, 8);
+      if (swar_special(x)) break;
+      p += 8;
+    }
+    if (p >= st->end) break;
+    ch = (unsigned char)*p;
     if (ch == '"') {
       *s = run;
       *n = (size_t)(p - run);
@@ -976,14 +995,14 @@ static int dec(dec_state *st, int si)
         free(copy);
         return dec_err(st, "out of memory");
       }
-      rc = kn_b64_decode(copy, n, (unsigned char *)sb->data, &got, NULL);
+      rc = kn_b64_fast_decode(&st->c->b64, copy, n, (unsigned char *)sb->data, &got);
       free(copy);
     } else {
       kn_buf_reset(sb);
       if (kn_buf_reserve(sb, dlen) != 0) return dec_err(st, "out of memory");
-      rc = kn_b64_decode(src, n, (unsigned char *)sb->data, &got, NULL);
+      rc = kn_b64_fast_decode(&st->c->b64, src, n, (unsigned char *)sb->data, &got);
     }
-    if (rc != KN_B64_OK) return shape_err(st, sh, "invalid base64");
+    if (rc != 0) return shape_err(st, sh, "invalid base64");
     lua_pushlstring(L, sb->data, got);
     return 0;
   }
