@@ -6,7 +6,7 @@
 -- Peak RSS is VmHWM of each process at its end. Started by bench/run.sh,
 -- which owns nginx:
 --
---   lua5.4 bench/driver.lua WORKDIR PORT_FIXED PORT_LARGE PORT_SLOW
+--   lua5.4 bench/driver.lua WORKDIR PORT_FIXED PORT_LARGE PORT_SLOW PORT_GET GET_BODY
 --
 -- Writes bench/results.json and bench/RESULTS.md (unless BENCH_NO_WRITE).
 -- Never fails on a number: the exit status says only whether it ran.
@@ -14,6 +14,7 @@
 local cjson = require "cjson"
 
 local WORK, PORT_FIXED, PORT_LARGE, PORT_SLOW = arg[1], arg[2], arg[3], arg[4]
+local PORT_GET, GET_BODY = arg[5], arg[6]  -- the 10,000-record GetRecords stub and its body
 assert(WORK and PORT_SLOW, "usage: driver.lua WORKDIR PORT_FIXED PORT_LARGE PORT_SLOW")
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
 local LUA = os.getenv("BENCH_LUA") or "lua5.4"
@@ -120,8 +121,11 @@ local dumped = {}
 if enabled("put") then
   dumped.put_record = lua("put.lua", "dump", "put_record", PORT_FIXED, WORK) ~= nil
 end
-if enabled("put_records") then
+if enabled("put_records") or enabled("codec") then
   dumped.put_records = lua("put.lua", "dump", "put_records", PORT_LARGE, WORK) ~= nil
+end
+if enabled("codec") and not dumped.put_record then
+  dumped.put_record = lua("put.lua", "dump", "put_record", PORT_FIXED, WORK) ~= nil
 end
 
 local HTTP_SECONDS = "0.5"
@@ -202,6 +206,61 @@ for round = 1, ROUNDS do
   io.stderr:write(format("bench: round %d of %d\n", round, ROUNDS))
   if dumped.put_record then http_pair(round, "put_record", PORT_FIXED) end
   if dumped.put_records then http_pair(round, "put_records", PORT_LARGE) end
+
+  if enabled("codec") then
+    -- the C codec's goals: the client end to end against the C program doing
+    -- only the unavoidable work (floor.c work mode) and the AWS SDK for
+    -- JavaScript v3, all on the same stub, in mirrored order
+    for _, c in ipairs { { "put_record", PORT_FIXED, "1" }, { "put_records", PORT_LARGE, "500" } } do
+      local kind, port, records = c[1], c[2], c[3]
+      local base = WORK .. "/" .. kind
+      if dumped[kind] then
+        local res = mirrored(round, {
+          function() return lua("put.lua", "run", kind, port, HTTP_SECONDS) end,
+          function()
+            return run({ FLOOR, read_file(base .. ".url"), base .. ".headers", base .. ".body", HTTP_SECONDS,
+                         "50", "work", records }, "floor work " .. kind)
+          end,
+          function() return run({ "node", "bench/js_sdk.js", kind, port, HTTP_SECONDS }, "js_sdk " .. kind) end,
+        })
+        local client, work, js = res[1], res[2], res[3]
+        if #client > 0 and #work > 0 then
+          add_pair("work_" .. kind, mean_of(client, "rate"), mean_of(work, "rate"), rate_ratio)
+          add("work_" .. kind .. ".cpu_us", mean_of(client, "cpu_us"))
+          add("work_" .. kind .. ".baseline_cpu_us", mean_of(work, "cpu_us"))
+          add("work_" .. kind .. ".rss", mean_of(client, "hwm_kb"))
+          add("work_" .. kind .. ".baseline_rss", mean_of(work, "hwm_kb"))
+        end
+        if #client > 0 and #js > 0 then
+          add_pair("js_" .. kind, mean_of(client, "rate"), mean_of(js, "rate"), rate_ratio)
+          add("js_" .. kind .. ".cpu_us", mean_of(client, "cpu_us"))
+          add("js_" .. kind .. ".baseline_cpu_us", mean_of(js, "cpu_us"))
+          add("js_" .. kind .. ".rss", mean_of(client, "hwm_kb"))
+          add("js_" .. kind .. ".baseline_rss", mean_of(js, "hwm_kb"))
+        end
+      end
+    end
+    if PORT_GET then
+      local res = mirrored(round, {
+        function() return lua("codec.lua", "get_records", PORT_GET, "1.0") end,
+        function() return run({ "node", "bench/js_sdk.js", "get_records", PORT_GET, "1.0" }, "js_sdk get_records") end,
+      })
+      local client, js = res[1], res[2]
+      if #client > 0 and #js > 0 then
+        add_pair("js_get_records", mean_of(client, "rate"), mean_of(js, "rate"), rate_ratio)
+        add("js_get_records.cpu_us", mean_of(client, "cpu_us"))
+        add("js_get_records.baseline_cpu_us", mean_of(js, "cpu_us"))
+        add("js_get_records.rss", mean_of(client, "hwm_kb"))
+        add("js_get_records.baseline_rss", mean_of(js, "hwm_kb"))
+      end
+      local m = lua("codec.lua", "memory", GET_BODY)
+      if m then
+        add("decode_memory.value", m.above_kb)
+        add("decode_memory.baseline", m.body_bytes / 1024)
+        add("decode_memory.ratio", m.ratio)
+      end
+    end
+  end
 
   if enabled("decode") then
     local d = lua("decode.lua", "5")
@@ -407,9 +466,36 @@ if samples["decode.value"] then
   local rkey = "decode"
   row { id = "decode_get_records", measurement = "decode GetRecords, 10,000 records",
         value = format("%.2f ms", med("decode.value")), baseline = format("%.2f ms (cjson.decode)", med("decode.baseline")),
-        ratio = ratio_text(r, nil, rkey), goal = "<= 1.5", met = yesno(r <= 1.5), rss = rss("decode"),
+        ratio = ratio_text(r, nil, rkey), goal = "<= 0.5", met = yesno(r <= 0.5), rss = rss("decode"),
         raw = { value = med("decode.value"), baseline = med("decode.baseline"), ratio = r, unit = "ms",
                 walk_ms = med("decode.walk_ms"), b64_ms = med("decode.b64_ms") } }
+end
+-- the C codec's goals (issue 13)
+for _, g in ipairs {
+  { "work_put_record", "PutRecord 100 B, end to end, vs the unavoidable-work C program", "floor.c work", 0.9 },
+  { "js_put_record", "PutRecord 100 B, end to end, vs the AWS SDK for JS v3", "JS SDK", 6 },
+  { "work_put_records", "PutRecords 500 x 100 B, end to end, vs the unavoidable-work C program", "floor.c work", 0.7 },
+  { "js_put_records", "PutRecords 500 x 100 B, end to end, vs the AWS SDK for JS v3", "JS SDK", 5 },
+  { "js_get_records", "GetRecords of 10,000 records, end to end, vs the AWS SDK for JS v3", "JS SDK", 2.5 },
+} do
+  local key, text, what, goal = g[1], g[2], g[3], g[4]
+  if samples[key .. ".value"] then
+    local r = med(key .. ".ratio")
+    row { id = key, measurement = text,
+          value = si(med(key .. ".value"), "calls/s") .. format(" (%.0f µs CPU)", med(key .. ".cpu_us")),
+          baseline = si(med(key .. ".baseline"), "calls/s") .. format(" (%s, %.0f µs CPU)", what, med(key .. ".baseline_cpu_us")),
+          ratio = ratio_text(r, nil, key), goal = ">= " .. goal, met = yesno(r >= goal), rss = rss(key),
+          raw = { value = med(key .. ".value"), baseline = med(key .. ".baseline"), ratio = r, unit = "calls/s",
+                  cpu_us = med(key .. ".cpu_us"), baseline_cpu_us = med(key .. ".baseline_cpu_us") } }
+  end
+end
+if samples["decode_memory.value"] then
+  local r = med("decode_memory.ratio")
+  row { id = "decode_memory", measurement = "peak memory decoding the 10,000-record answer, above the RSS before",
+        value = format("%.1f MiB", med("decode_memory.value") / 1024),
+        baseline = format("%.1f MiB (the body)", med("decode_memory.baseline") / 1024),
+        ratio = ratio_text(r, nil, "decode_memory"), goal = "<= 3", met = yesno(r <= 3), rss = "-",
+        raw = { value = med("decode_memory.value"), baseline = med("decode_memory.baseline"), ratio = r, unit = "KiB" } }
 end
 if samples["consumer.value"] then
   local r, rf = med("consumer.ratio"), med("consumer_file.ratio")

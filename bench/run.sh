@@ -52,7 +52,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 # --- C baselines -----------------------------------------------------------
 CURL_FLAGS=$(pkg-config --cflags --libs libcurl 2>/dev/null || echo -lcurl)
 SSL_FLAGS=$(pkg-config --cflags --libs libcrypto 2>/dev/null || echo -lcrypto)
-${CC:-cc} -O2 -Wall -o "$WORK/floor" bench/floor.c $CURL_FLAGS || die "cannot build bench/floor.c"
+${CC:-cc} -O2 -Wall -o "$WORK/floor" bench/floor.c $CURL_FLAGS $SSL_FLAGS || die "cannot build bench/floor.c"
 ${CC:-cc} -O2 -Wall -o "$WORK/sha_floor" bench/sha_floor.c $SSL_FLAGS || die "cannot build bench/sha_floor.c"
 
 # --- fixed response bodies -------------------------------------------------
@@ -64,13 +64,16 @@ $LUA -e '
   end
   io.write("{\"FailedRecordCount\":0,\"Records\":[", table.concat(t, ","), "]}")
 ' > "$NG/put_records_response.json" || die "cannot write the PutRecords response"
+# the 10,000-record GetRecords answer (bench/codec.lua writes it; the codec
+# figures read it too)
+LUA_CPATH_5_4="$ROOT/build/5.4/?.so;;" $LUA bench/codec.lua body "$NG/get_records_response.json" >/dev/null || die "cannot write the GetRecords response"
 
 # --- nginx on free loopback ports ------------------------------------------
 free_ports() {
   $LUA -e '
     local socket = require "socket"
     local socks, ports = {}, {}
-    for i = 1, 3 do
+    for i = 1, 4 do
       local s = assert(socket.bind("127.0.0.1", 0))
       local _, port = s:getsockname()
       socks[i], ports[i] = s, port
@@ -84,8 +87,8 @@ USER_LINE=""
 
 start_nginx() {
   set -- $(free_ports)
-  [ $# -eq 3 ] || return 1
-  PORT_FIXED=$1 PORT_LARGE=$2 PORT_SLOW=$3
+  [ $# -eq 4 ] || return 1
+  PORT_FIXED=$1 PORT_LARGE=$2 PORT_SLOW=$3 PORT_GET=$4
   cat > "$NG/nginx.conf" <<EOF
 worker_processes 1;
 pid $NG/nginx.pid;
@@ -108,11 +111,14 @@ http {
   default_type application/x-amz-json-1.1;
   init_by_lua_block {
     local f = assert(io.open("$NG/put_records_response.json", "rb"))
+    local g = assert(io.open("$NG/get_records_response.json", "rb"))
     package.loaded.bench_bodies = {
+      get_records = g:read("*a"),
       put_records = f:read("*a"),
       put_record = '{"SequenceNumber":"49651508112370573233364539185419153282036493009227382786","ShardId":"shardId-000000000000"}',
     }
     f:close()
+    g:close()
   }
   # PutRecord: a fixed answer, no Lua
   server {
@@ -162,6 +168,20 @@ http {
       }
     }
   }
+  # GetRecords: the 10,000-record answer of bench/codec.lua
+  server {
+    listen 127.0.0.1:$PORT_GET;
+    location / {
+      content_by_lua_block {
+        ngx.req.discard_body()
+        local body = package.loaded.bench_bodies.get_records
+        ngx.header["Content-Type"] = "application/x-amz-json-1.1"
+        ngx.header["Content-Length"] = #body
+        ngx.header["x-amzn-RequestId"] = "3d8e2f6a-0c4b-4f1e-9a57-bench00000004"
+        ngx.print(body)
+      }
+    }
+  }
   # the latency stub: every answer 20 ms late
   server {
     listen 127.0.0.1:$PORT_SLOW;
@@ -191,7 +211,7 @@ until start_nginx; do
 done
 
 # LUA_CPATH_5_4 is read by Lua 5.4 only: the driver gets its modules, LuaJIT keeps LUA_CPATH
-LUA_CPATH_5_4="$ROOT/build/5.4/?.so;;" $LUA bench/driver.lua "$WORK" "$PORT_FIXED" "$PORT_LARGE" "$PORT_SLOW"
+LUA_CPATH_5_4="$ROOT/build/5.4/?.so;;" $LUA bench/driver.lua "$WORK" "$PORT_FIXED" "$PORT_LARGE" "$PORT_SLOW" "$PORT_GET" "$NG/get_records_response.json"
 status=$?
 if [ $status -ne 0 ]; then
   echo "bench: the driver failed (status $status); nginx log:" >&2
