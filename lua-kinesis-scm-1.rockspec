@@ -56,6 +56,7 @@ build = {
     ["kinesis.regex"] = "lua/kinesis/regex.lua",
     ["kinesis.credentials"] = "lua/kinesis/credentials/init.lua",
     ["kinesis.credentials.common"] = "lua/kinesis/credentials/common.lua",
+    ["kinesis.credentials.explicit"] = "lua/kinesis/credentials/explicit.lua",
     ["kinesis.credentials.env"] = "lua/kinesis/credentials/env.lua",
     ["kinesis.credentials.profile"] = "lua/kinesis/credentials/profile.lua",
     ["kinesis.credentials.process"] = "lua/kinesis/credentials/process.lua",

@@ -238,28 +238,9 @@ end
 -- configured but failed: the chain stops there instead of falling through
 -- to a source the user did not mean (as the SDKs do).
 
-local function explicit(self)
-  local src = self.opts.credentials
-  if src == nil then return nil, "not set" end
-  local raw, source
-  if type(src) == "function" or (type(src) == "table" and type(src.get) == "function") then
-    source = "custom"
-    local ok, a, b
-    if type(src) == "function" then ok, a, b = pcall(src)
-    else ok, a, b = pcall(src.get, src) end
-    if not ok then return nil, "custom provider raised: " .. tostring(a), true end
-    if a == nil then return nil, "custom provider: " .. tostring(b or "returned nothing"), true end
-    raw = a
-  else
-    source, raw = "explicit", src
-  end
-  local creds, err = common.make(raw, source)
-  if not creds then return nil, err, true end
-  return creds
-end
-
 -- name -> the module whose get(chain) is the source
 M.PROVIDERS = {
+  ["explicit"] = "kinesis.credentials.explicit",
   ["environment"] = "kinesis.credentials.env",
   ["web identity"] = "kinesis.credentials.web_identity",
   ["shared files"] = "kinesis.credentials.profile",
@@ -271,7 +252,6 @@ M.ORDER = { "explicit", "environment", "web identity", "shared files", "containe
 
 --- Runs one source by its name in M.ORDER.
 function Chain:provider(name)
-  if name == "explicit" then return explicit(self) end
   return lazy(M.PROVIDERS[name]).get(self)
 end
 
