@@ -427,7 +427,17 @@ function Consumer:_acquire_and_start()
             " was checkpointed before its end and is no longer in the stream; its remaining records are lost",
             { shard_id = id }), "sync")
         end
-        self:_start_worker(entry)
+        if self.store.renew_interval then
+          -- a lease store: the lease may have just moved here, with a newer
+          -- checkpoint than the last sync read
+          local cp = self.store:get(id)
+          if cp then entry.cp = cp end
+        end
+        if entry.cp and entry.cp.sequence == "SHARD_END" then
+          st.state = "finished"
+        else
+          self:_start_worker(entry)
+        end
       end
     end
   end
@@ -521,10 +531,14 @@ function Consumer:_user_records(w, raw)
     local us, err
     if r.Data:sub(1, MAGIC_LEN) ~= MAGIC then
       -- not an aggregate (the common case): the decoded record is handed over
-      -- as it is (no added field: a fifth key would resize every record's table)
-      n = n + 1
-      users[n] = r
-      bytes = bytes + #r.Data
+      -- as it is (no added field: a fifth key would resize every record's table),
+      -- unless a checkpoint (seq, k) covers it: a plain record is (seq, 0), as
+      -- the KCL's lease rows count it
+      if not (w.skip_seq and r.SequenceNumber == w.skip_seq) then
+        n = n + 1
+        users[n] = r
+        bytes = bytes + #r.Data
+      end
     else
       us, err = kpl.deaggregate(r, shard_opt)
       if not us then
