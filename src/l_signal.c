@@ -28,6 +28,10 @@ static int l_signals_catch(lua_State *L)
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = kn_on_signal;
   sigemptyset(&sa.sa_mask);
+#ifdef SA_RESTART
+  /* reads and writes in progress go on; only the flag records the signal */
+  sa.sa_flags = SA_RESTART;
+#endif
   kn_pending_signal = 0;
   sigaction(SIGINT, &sa, &kn_old_int);
   sigaction(SIGTERM, &sa, &kn_old_term);
