@@ -25,6 +25,7 @@ local json_string = cjson.encode
 local aggregate = kpl.aggregate
 local utf8_length = validate.utf8_length
 local now_fn = runtime.now
+local runtime_where = runtime.where
 
 local M = {}
 
@@ -165,6 +166,9 @@ function M.new(client, opts)
     n_retried = 0, n_requests = 0, n_request_errors = 0, n_aggregates = 0, n_aggregated = 0,
     n_pending = 0, buffered_bytes = 0, buffered_peak = 0, inflight_records = 0, n_map_refreshes = 0, n_resent = 0,
     progress_at = now_fn(), progress_acked = 0, progress_bytes = 0, started = now_fn(),
+    -- options read on every put
+    ttl = o.record_ttl, max_n = o.batch_max_records, max_b = o.batch_max_bytes, linger = o.linger,
+    max_buffered = o.max_buffered_bytes,
   }, Producer)
   return self
 end
@@ -193,8 +197,20 @@ end
 local function succeed(self, rec, shard_id, seq, sub)
   self.n_acked = self.n_acked + 1
   self.bytes_acked = self.bytes_acked + rec.size
+  local cb = self.on_result
+  if #self.flushers == 0 then
+    -- the common case, without finish()'s flush bookkeeping
+    self.n_pending = self.n_pending - 1
+    self.buffered_bytes = self.buffered_bytes - rec.mem
+    if cb then
+      local ok, err = pcall(cb, { ok = true, record = rec.record, ShardId = shard_id, SequenceNumber = seq,
+                                  SubSequenceNumber = sub, attempts = rec.attempts })
+      if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(err)) end
+    end
+    return
+  end
   local res
-  if self.on_result then
+  if cb then
     res = { ok = true, record = rec.record, ShardId = shard_id, SequenceNumber = seq,
             SubSequenceNumber = sub, attempts = rec.attempts }
   end
@@ -404,6 +420,60 @@ end
 --- producer:put(record) -> true | nil, err
 function Producer:put(record)
   if type(record) ~= "table" then error("producer:put expects a record table", 2) end
+  -- the common case first, inline: a plain record, room in the buffer, a
+  -- plain script or a running sender; everything else takes the checks of
+  -- _put_checked (same rules, with the error for each)
+  local pk, data = record.PartitionKey, record.Data
+  if type(pk) == "string" and type(data) == "string" and record.ExplicitHashKey == nil
+      and not self.closing and not self.closed then
+    local nchars = utf8_length(pk)
+    local size = #data + #pk
+    local buffered = self.buffered_bytes + size
+    if nchars and nchars >= 1 and nchars <= 256 and size <= 1048576 and buffered <= self.max_buffered then
+      local where = runtime_where()
+      if where == "plain" or self.driver_running then
+        local now = now_fn()
+        local id = self.next_id + 1
+        self.next_id = id
+        local hk = hash_key(pk)
+        local rec = { record = record, PartitionKey = pk, Data = data, hk = hk, size = size, mem = size,
+                      id = id, t = now, deadline = now + self.ttl, attempts = 0 }
+        self.n_put = self.n_put + 1
+        self.bytes_put = self.bytes_put + size
+        self.n_pending = self.n_pending + 1
+        self.buffered_bytes = buffered
+        if buffered > self.buffered_peak then self.buffered_peak = buffered end
+        local map = self.map
+        local fresh_n, fresh_bytes, first = self.fresh_n, self.fresh_bytes, self.first_fresh
+        if map then
+          local st = self.states[map:lookup_hash(hk).ShardId]
+          local t = st.qt + 1
+          st.q[t] = rec
+          st.qt = t
+          rec.shard = st
+          fresh_n, fresh_bytes = fresh_n + 1, fresh_bytes + size
+          self.fresh_n, self.fresh_bytes = fresh_n, fresh_bytes
+          if not first then
+            first = now
+            self.first_fresh = now
+          end
+        else
+          self.unrouted[#self.unrouted + 1] = rec
+        end
+        if fresh_n >= self.max_n or fresh_bytes >= self.max_b then
+          if where == "plain" then self:_pump_plain(false) else runtime.wake(self.key) end
+        elseif where == "plain" and ((first and first + self.linger <= now) or self.next_retry <= now
+            or (not map and self.refresh_not_before <= now)) then
+          self:_pump_plain(false)
+        end
+        return true
+      end
+    end
+  end
+  return self:_put_checked(record)
+end
+
+function Producer:_put_checked(record)
   if self.closed or self.closing then
     return nil, perr("Closed", "the producer is closed", { op = "producer:put" })
   end
@@ -452,6 +522,11 @@ function Producer:put(record)
     local ok, err = self:_start_driver()
     if not ok then return nil, err end
   end
+  return self:_accept(record, pk, data, ehk, hk, size, mem, where)
+end
+
+-- Takes a checked record into the buffer, and sends what is due.
+function Producer:_accept(record, pk, data, ehk, hk, size, mem, where)
   local now = now_fn()
   local id = self.next_id + 1
   self.next_id = id
@@ -701,16 +776,39 @@ end
 
 -- The JSON body of a request, written directly: the records were checked at
 -- put, so the generic validation and encoder are not needed on this path.
+-- Partition keys as JSON strings; keys repeat, so they are cached (the
+-- cache is dropped when it grows past QUOTED_MAX entries).
+local QUOTED_MAX = 20000
+local quoted, n_quoted = {}, 0
+local function quote(pk)
+  local q = quoted[pk]
+  if q then return q end
+  q = json_string(pk)
+  if n_quoted >= QUOTED_MAX then quoted, n_quoted = {}, 0 end
+  quoted[pk] = q
+  n_quoted = n_quoted + 1
+  return q
+end
+
 local function encode(self, req)
   local parts = { self.body_head }
+  local k = 1
   local entries = req.entries
   for i = 1, req.n do
     local e = entries[i]
     local ehk = e.ExplicitHashKey
-    parts[i + 1] = (i > 1 and ',{"Data":"' or '{"Data":"') .. b64encode(e.Data) .. '","PartitionKey":'
-      .. json_string(e.PartitionKey) .. (ehk and (',"ExplicitHashKey":"' .. ehk .. '"}') or "}")
+    parts[k + 1] = i > 1 and ',{"Data":"' or '{"Data":"'
+    parts[k + 2] = b64encode(e.Data)
+    parts[k + 3] = '","PartitionKey":'
+    parts[k + 4] = quote(e.PartitionKey)
+    if ehk then
+      parts[k + 5] = ',"ExplicitHashKey":"' .. ehk .. '"}'
+    else
+      parts[k + 5] = "}"
+    end
+    k = k + 5
   end
-  parts[req.n + 2] = "]}"
+  parts[k + 1] = "]}"
   return concat(parts)
 end
 
