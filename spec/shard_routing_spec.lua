@@ -73,10 +73,7 @@ describe("shard routing against kinesis-local", function()
       SPLIT_SHARD_DURATION = "50ms",
       MERGE_SHARDS_DURATION = "50ms",
     } })
-    c = assert(kinesis.new {
-      endpoint = srv.endpoint, region = "us-east-1",
-      credentials = { access_key_id = "x", secret_access_key = "y" },
-    })
+    c = peers.client(srv)
   end)
 
   lazy_teardown(function()
