@@ -197,6 +197,16 @@ describe("kinesis.checkpoints", function()
       end
     end)
 
+    it("takes an empty file (made beforehand) as no checkpoints", function()
+      local path = fresh("empty")
+      write(path, "")
+      local s = checkpoints.file { path = path }
+      assert(s:open { stream = "s" })
+      assert.are.same({}, s:list())
+      assert(s:set("a", { sequence = "1" }, nil))
+      assert.are.same({ sequence = "1" }, checkpoints.file { path = path }:get("a"))
+    end)
+
     it("refuses a damaged file and a file of another stream", function()
       local path = fresh("damaged")
       write(path, '{"format":1,"stream":"s","checkpoints":{"a":{"sequence":"12')

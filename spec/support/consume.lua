@@ -68,7 +68,8 @@ io.stdout:write("STARTED\n")
 io.stdout:flush()
 local ok, err = consumer:run()
 local s = consumer:stats()
-io.stdout:write(string.format("DONE %s records=%d expired=%d errors=%d state=%s\n",
-  tostring(ok or err), s.records, s.expired_iterators, s.errors, s.state))
+io.stdout:write(string.format("DONE %s records=%d expired=%d errors=%d state=%s on %s\n",
+  tostring(ok or err), s.records, s.expired_iterators, s.errors, s.state,
+  rawget(_G, "jit") and jit.version or _VERSION))
 for _, e in ipairs(s.recent_errors) do io.stdout:write("ERROR ", e.where, " ", e.message, "\n") end
 out:close()

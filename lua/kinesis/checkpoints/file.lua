@@ -39,8 +39,11 @@ end
 local function load(path)
   local f = open(path, "rb")
   if not f then return { cps = {} } end
-  local text = f:read("a") or f:read("*a")
+  local text = f:read("*a")
   f:close()
+  -- an empty file (created beforehand, e.g. by os.tmpname) holds nothing yet;
+  -- this store itself never leaves one, it replaces the file whole
+  if text == "" then return { cps = {} } end
   local ok, doc = pcall(cjson.decode, text)
   if not ok or type(doc) ~= "table" or doc.format ~= FORMAT or type(doc.checkpoints) ~= "table" then
     return nil, store_error("CorruptCheckpoints",
