@@ -1075,6 +1075,15 @@ describe("retries of STS, IMDS and container calls", function()
     assert.equal(0, meta:stats().imds_token)
   end)
 
+  it("refuses a retry option that names no kind or breaks a rule, at construction", function()
+    assert.has_error(function() credentials.chain { retry = { s3 = {} } } end,
+      "kinesis.credentials.chain: retry.s3 is not one of sts, sso, imds, container")
+    assert.has_error(function() credentials.chain { retry = { sts = { max_attempts = 0 } } } end,
+      "kinesis.credentials.chain: retry.sts: retry.max_attempts must be a positive integer")
+    assert.has_error(function() credentials.chain { retry = { imds = 3 } } end,
+      "kinesis.credentials.chain: retry.imds must be a table (a policy or its settings)")
+  end)
+
   it("container: a 500 is retried once by default", function()
     meta:set { fail_next = { container = 1 } }
     local c = assert(chain(env { AWS_CONTAINER_CREDENTIALS_FULL_URI = meta.endpoint .. "/v2/credentials/test-id" }):get())

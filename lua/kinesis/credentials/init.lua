@@ -64,6 +64,20 @@ function M.chain(opts)
   if c ~= nil and type(c) ~= "table" and type(c) ~= "function" then
     error("kinesis.credentials.chain: credentials must be a table or a function, got " .. type(c), 2)
   end
+  for kind, given in pairs(opts.retry or {}) do
+    if not M.RETRY[kind] then
+      error("kinesis.credentials.chain: retry." .. tostring(kind) .. " is not one of sts, sso, imds, container", 2)
+    end
+    if type(given) ~= "table" then
+      error("kinesis.credentials.chain: retry." .. kind .. " must be a table (a policy or its settings)", 2)
+    end
+    if type(given.delay) ~= "function" then
+      local cfg = { mode = "standard" }
+      for k, v in pairs(given) do if k ~= "total" then cfg[k] = v end end
+      local ok, err = lazy("kinesis.retry").new(cfg, os.time)
+      if not ok then error("kinesis.credentials.chain: retry." .. kind .. ": " .. tostring(err), 2) end
+    end
+  end
   return setmetatable({
     opts = opts,
     refresh_window = opts.refresh_window or M.REFRESH_WINDOW,
@@ -178,7 +192,7 @@ function Chain:retry_policy(kind, attempts)
       for k, v in pairs(given) do if k ~= "total" then cfg[k] = v end end
     end
     local err
-    p, err = lazy("kinesis.retry").new(cfg)
+    p, err = lazy("kinesis.retry").new(cfg, lazy("kinesis.runtime").now)
     if not p then error("kinesis.credentials: retry." .. kind .. ": " .. tostring(err), 0) end
   end
   self.policies[kind] = p
