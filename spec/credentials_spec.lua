@@ -1178,13 +1178,15 @@ http {
   end)
 
   lazy_teardown(function()
-    if not pid then return end
-    os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
-    for _ = 1, 30 do
-      if not read("/proc/" .. pid .. "/stat") then return end
-      core.sleep(0.1)
+    if pid then
+      os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
+      for _ = 1, 30 do
+        if not read("/proc/" .. pid .. "/stat") then break end
+        core.sleep(0.1)
+      end
+      os.execute("kill -TERM " .. pid .. " 2>/dev/null")   -- a request still held: stop at once
     end
-    os.execute("kill -TERM " .. pid .. " 2>/dev/null")   -- a request still held: stop at once
+    if prefix and prefix:match("/spec/%.tmp/creds%.") then os.execute("rm -rf " .. shell_quote(prefix)) end
   end)
 
   it("shares one refresh among 20 light threads, the others parked until it ends", function()
