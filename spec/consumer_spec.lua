@@ -655,6 +655,22 @@ describe("kinesis.consumer", function()
       local arn = assert(client:describe_stream_summary { StreamName = "fanout" }).StreamDescriptionSummary.StreamARN
       local d = assert(client:describe_stream_consumer { StreamARN = arn, ConsumerName = "fanout-app" })
       assert.are.equal("ACTIVE", d.ConsumerDescription.ConsumerStatus)
+      -- a second run with the same store subscribes after the checkpoints:
+      -- only the records written since are handed over
+      feed("fanout", 8, 4, wlog, 2, 0)
+      local first = #handled
+      local c2 = client:consumer { stream = "fanout", fan_out = "fanout-app", store = store,
+        stop_after_idle = 2, event_timeout = 10,
+        handler = function(records, ctx)
+          for _, r in ipairs(records) do
+            local key, n = cdata.parse(r.Data)
+            handled[#handled + 1] = { shard = ctx.shard_id, seq = r.SequenceNumber, key = key or "BAD", n = n }
+          end
+        end }
+      ok, err = run_bounded(c2)
+      assert.is_true(ok, tostring(err))
+      assert.are.equal(0, verify(written_counts(wlog), handled))
+      assert.is_true(#handled > first)
     end)
   end)
 end)
