@@ -287,6 +287,22 @@ for round = 1, ROUNDS do
     end
   end
 
+  if enabled("leases") then
+    local l = lua("leases.lua", WORK, "1")
+    if l then
+      add("leases.value", l.renew_ops)
+      add("leases.baseline", l.update_item_ops)
+      add("leases.ratio", l.ratio_renew)
+      add("leases_checkpoint.value", l.checkpoint_ops)
+      add("leases_checkpoint.ratio", l.ratio_checkpoint)
+      add("leases_idle.value", l.idle_per_shard_min)
+      add("leases_idle.baseline", l.kcl_idle_per_shard_min)
+      add("leases_busy.value", l.busy_per_shard_min)
+      add("leases_busy.baseline", l.kcl_busy_per_shard_min)
+      add("leases.rss", l.hwm_kb)
+    end
+  end
+
   if enabled("producer") then
     -- bench/producer.lua: each producer figure beside its baseline, the
     -- order alternating with the round
@@ -496,6 +512,24 @@ if samples["decode_memory.value"] then
         baseline = format("%.1f MiB (the body)", med("decode_memory.baseline") / 1024),
         ratio = ratio_text(r, nil, "decode_memory"), goal = "<= 3", met = yesno(r <= 3), rss = "-",
         raw = { value = med("decode_memory.value"), baseline = med("decode_memory.baseline"), ratio = r, unit = "KiB" } }
+end
+if samples["leases.value"] then
+  local r, rc = med("leases.ratio"), med("leases_checkpoint.ratio")
+  row { id = "lease_renew", measurement = "lease renewals/s (conditional UpdateItem), dynalite",
+        value = si(med("leases.value"), "ops/s"), baseline = si(med("leases.baseline"), "ops/s") .. " (plain UpdateItem)",
+        ratio = ratio_text(r, nil, "leases"), goal = "report", met = "-", rss = rss("leases"),
+        raw = { value = med("leases.value"), baseline = med("leases.baseline"), ratio = r, unit = "ops/s" } }
+  row { id = "lease_checkpoint", measurement = "lease checkpoints/s (conditional UpdateItem), dynalite",
+        value = si(med("leases_checkpoint.value"), "ops/s"), baseline = si(med("leases.baseline"), "ops/s") .. " (plain UpdateItem)",
+        ratio = ratio_text(rc, nil, "leases_checkpoint"), goal = "report", met = "-", rss = rss("leases"),
+        raw = { value = med("leases_checkpoint.value"), baseline = med("leases.baseline"), ratio = rc, unit = "ops/s" } }
+  for _, k in ipairs { { "leases_idle", "idle stream" }, { "leases_busy", "checkpoint every 1.5 s" } } do
+    local v, b = med(k[1] .. ".value"), med(k[1] .. ".baseline")
+    row { id = k[1], measurement = "DynamoDB requests per shard per minute, 8 leases, " .. k[2],
+          value = format("%.1f", v), baseline = format("%.1f (the KCL's schedule)", b),
+          ratio = format("%.2f", v / b), goal = "report", met = "-", rss = "-",
+          raw = { value = v, baseline = b, ratio = v / b, unit = "requests/shard/min" } }
+  end
 end
 if samples["consumer.value"] then
   local r, rf = med("consumer.ratio"), med("consumer_file.ratio")
