@@ -8,6 +8,7 @@
 #include "base64.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -659,9 +660,16 @@ long kn_utf8_length(const char *str, size_t n)
     unsigned cp, min;
     int extra, k;
     if (c < 0x80) {
-      /* ASCII runs are the common case */
+      /* ASCII runs are the common case: eight bytes a step */
       i++;
       count++;
+      while (n - i >= 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (x & 0x8080808080808080u) break;
+        i += 8;
+        count += 8;
+      }
       continue;
     }
     if (c >= 0xC2 && c <= 0xDF) extra = 1, min = 0x80, cp = c & 0x1F;

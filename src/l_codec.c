@@ -285,6 +285,19 @@ static int enc_fail(enc_state *st, int si, int vidx)
 
 #define PUT(expr) do { if ((expr) != 0) return -1; } while (0)
 
+/* kn_buf_append without the call when the room is there (the common case:
+ * the buffer is kept between calls) */
+static int put(kn_buf *b, const char *p, size_t n)
+{
+  if (b->data != NULL && b->cap - b->len > n) {
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+  }
+  return kn_buf_append(b, p, n);
+}
+
 static int is_integral(double v)
 {
   return v == floor(v) && v > -9223372036854775808.0 && v < 9223372036854775808.0;
@@ -369,15 +382,21 @@ static int enc_structure(enc_state *st, const kn_shape *sh, int si, int vidx)
   uint64_t seen = 0;
   size_t count = 0, k;
   int first = 1, rc;
+  const kn_member *last = NULL;
   if (!lua_istable(L, vidx)) return enc_fail(st, si, vidx);
-  PUT(kn_buf_append(st->b, "{", 1));
+  PUT(put(st->b, "{", 1));
   lua_pushnil(L);
   while (lua_next(L, vidx)) {
     const kn_member *m = NULL;
     if (lua_type(L, -2) == LUA_TSTRING) {
       size_t kl;
       const char *key = lua_tolstring(L, -2, &kl);
-      m = kn_codec_member(sh, key, kl);
+      /* the member after the previous one is the likely next (tables built
+       * alike iterate alike); checked by content, never by address */
+      const kn_member *guess = last != NULL && last + 1 < sh->members + sh->nmembers ? last + 1 : sh->members;
+      if (sh->nmembers > 0 && guess->name_len == kl && memcmp(guess->name, key, kl) == 0) m = guess;
+      else m = kn_codec_member(sh, key, kl);
+      last = m;
     }
     if (m == NULL) {
       lua_pop(L, 2);
@@ -386,9 +405,9 @@ static int enc_structure(enc_state *st, const kn_shape *sh, int si, int vidx)
     count++;
     k = (size_t)(m - sh->members);
     if (k < 64) seen |= (uint64_t)1 << k;
-    if (!first) PUT(kn_buf_append(st->b, ",", 1));
+    if (!first) PUT(put(st->b, ",", 1));
     first = 0;
-    PUT(kn_buf_append(st->b, m->key_json, m->key_json_len));
+    PUT(put(st->b, m->key_json, m->key_json_len));
     if (push_seg(st, SEG_MEMBER, m, 0, 0) != 0) return -1;
     rc = enc(st, m->target, lua_gettop(L));
     st->nseg--;
@@ -413,7 +432,7 @@ static int enc_structure(enc_state *st, const kn_shape *sh, int si, int vidx)
     if (!present) return enc_fail(st, si, vidx);
   }
   if (sh->type == KN_CT_UNION && count != 1) return enc_fail(st, si, vidx);
-  PUT(kn_buf_append(st->b, "}", 1));
+  PUT(put(st->b, "}", 1));
   return 0;
 }
 
@@ -435,9 +454,9 @@ static int enc_list(enc_state *st, const kn_shape *sh, int si, int vidx)
   }
   if ((sh->has_min && (double)n < sh->min) || (sh->has_max && (double)n > sh->max))
     return enc_fail(st, si, vidx);
-  PUT(kn_buf_append(st->b, "[", 1));
+  PUT(put(st->b, "[", 1));
   for (i = 1; i <= n; i++) {
-    if (i > 1) PUT(kn_buf_append(st->b, ",", 1));
+    if (i > 1) PUT(put(st->b, ",", 1));
     lua_rawgeti(L, vidx, (int)i);
     if (push_seg(st, SEG_INDEX, NULL, i, 0) != 0) return -1;
     rc = enc(st, sh->member, lua_gettop(L));
@@ -445,7 +464,7 @@ static int enc_list(enc_state *st, const kn_shape *sh, int si, int vidx)
     lua_pop(L, 1);
     if (rc != 0) return rc;
   }
-  PUT(kn_buf_append(st->b, "]", 1));
+  PUT(put(st->b, "]", 1));
   return 0;
 not_list:
   lua_pop(L, 1);
@@ -458,15 +477,15 @@ static int enc_map(enc_state *st, const kn_shape *sh, int si, int vidx)
   size_t n = 0;
   int rc;
   if (!lua_istable(L, vidx)) return enc_fail(st, si, vidx);
-  PUT(kn_buf_append(st->b, "{", 1));
+  PUT(put(st->b, "{", 1));
   lua_pushnil(L);
   while (lua_next(L, vidx)) {
     int top = lua_gettop(L);
-    if (n++ > 0) PUT(kn_buf_append(st->b, ",", 1));
+    if (n++ > 0) PUT(put(st->b, ",", 1));
     if (push_seg(st, SEG_KEY, NULL, 0, top - 1) != 0) return -1;
     rc = enc(st, sh->key, top - 1);
     if (rc == 0) {
-      PUT(kn_buf_append(st->b, ":", 1));
+      PUT(put(st->b, ":", 1));
       rc = enc(st, sh->value, top);
     }
     st->nseg--;
@@ -478,7 +497,7 @@ static int enc_map(enc_state *st, const kn_shape *sh, int si, int vidx)
   }
   if ((sh->has_min && (double)n < sh->min) || (sh->has_max && (double)n > sh->max))
     return enc_fail(st, si, vidx);
-  PUT(kn_buf_append(st->b, "}", 1));
+  PUT(put(st->b, "}", 1));
   return 0;
 }
 
@@ -508,8 +527,8 @@ static int enc(enc_state *st, int si, int vidx)
   }
   case KN_CT_BOOLEAN:
     if (lua_type(L, vidx) != LUA_TBOOLEAN) return enc_fail(st, si, vidx);
-    if (lua_toboolean(L, vidx)) PUT(kn_buf_append(st->b, "true", 4));
-    else PUT(kn_buf_append(st->b, "false", 5));
+    if (lua_toboolean(L, vidx)) PUT(put(st->b, "true", 4));
+    else PUT(put(st->b, "false", 5));
     return 0;
   case KN_CT_INTEGER:
   case KN_CT_LONG:
@@ -636,7 +655,7 @@ static int swar_special(uint64_t x)
 {
   const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
   uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-  return (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs ? 1 : 0;
+  return ((((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs) != 0;
 }
 
 /* A JSON string at p (on the opening quote): *s, *n get its bytes, either
