@@ -16,7 +16,8 @@
  * HEADERS_FILE holds one "Name: value" per line, as the client sent them.
  * Prints one JSON line: calls, seconds, rate (calls/s), connects, bytes_in,
  * body_bytes, cpu_us (this process's CPU time per call, user + system: less
- * sensitive to other load than the rate), hwm_kb (peak RSS, VmHWM). Exit status 1 on any
+ * sensitive to other load than the rate), work_us (work mode: time per call
+ * in the body, hash and signature), hwm_kb (peak RSS, VmHWM). Exit status 1 on any
  * transport error or non-2xx answer. */
 #define _POSIX_C_SOURCE 200809L
 #include <curl/curl.h>
@@ -235,6 +236,7 @@ int main(int argc, char **argv)
   CURL *e;
   CURLcode rc;
   static work w;
+  double work_s = 0;
   int working = argc > 7 && strcmp(argv[6], "work") == 0;
 
   if (argc < 5) {
@@ -283,7 +285,9 @@ int main(int argc, char **argv)
       long c = 0;
       struct curl_slist *sl = NULL;
       if (working) {
+        double w0 = now();
         sl = work_call(&w);
+        work_s += now() - w0;
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, sl);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, w.body.p);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)w.body.n);
@@ -309,9 +313,10 @@ int main(int argc, char **argv)
   cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
 
   printf("{\"calls\":%ld,\"seconds\":%.6f,\"rate\":%.3f,\"connects\":%ld,"
-         "\"bytes_in\":%lu,\"body_bytes\":%lu,\"cpu_us\":%.3f,\"hwm_kb\":%ld}\n",
+         "\"bytes_in\":%lu,\"body_bytes\":%lu,\"cpu_us\":%.3f,\"work_us\":%.3f,\"hwm_kb\":%ld}\n",
          calls, elapsed, (double)calls / elapsed, connects,
-         (unsigned long)bytes_in, (unsigned long)blen, cpu * 1e6 / (double)calls, hwm_kb());
+         (unsigned long)bytes_in, (unsigned long)blen, cpu * 1e6 / (double)calls,
+         work_s * 1e6 / (double)calls, hwm_kb());
   curl_easy_cleanup(e);
   curl_slist_free_all(slist);
   curl_global_cleanup();

@@ -6,7 +6,7 @@
 # Results: the printed table, bench/results.json and bench/RESULTS.md.
 # A tool, not a test: the exit status reflects only whether it could run.
 #   BENCH_ROUNDS=n   rounds per measurement (default 5; medians are taken)
-#   BENCH_ONLY=a,b   only these groups (put, put_records, decode, sign,
+#   BENCH_ONLY=a,b   only these groups (put, put_records, codec, decode, sign,
 #                    concurrency, hashing, eventstream, consumer, producer, profile, extra)
 #   BENCH_NO_WRITE=1 print the table only, leave results.json/RESULTS.md alone
 #   BENCH_LUA=luajit run the benchmark scripts on LuaJIT (after `make luajit`);
