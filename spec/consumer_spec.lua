@@ -350,12 +350,12 @@ describe("kinesis.consumer", function()
         return table.concat(got, " "), store:get("shardId-000000000000")
       end
       local got, cp = from { sequence = seqs[2], sub_sequence = 1 }
-      assert.are.equal("a2@2 a3@3 p2@nil", got)
+      assert.are.equal("a2@2 a3@3 p2@0", got)
       assert.are.same({ sequence = seqs[3] }, cp)
       got = from { sequence = seqs[1] }
-      assert.are.equal("a0@0 a1@1 a2@2 a3@3 p2@nil", got)
+      assert.are.equal("a0@0 a1@1 a2@2 a3@3 p2@0", got)
       got = from { sequence = seqs[2], sub_sequence = 3 }
-      assert.are.equal("p2@nil", got)
+      assert.are.equal("p2@0", got)
     end)
   end)
 

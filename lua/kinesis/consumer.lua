@@ -13,6 +13,7 @@ local type, tostring, pairs, ipairs, pcall, xpcall, error, setmetatable, select 
 local format, min, max, floor, random = string.format, math.min, math.max, math.floor, math.random
 local traceback = debug.traceback
 local compare_sequence = checkpoints.compare_sequence
+local PLAIN_RECORD = { __index = { SubSequenceNumber = 0 } }
 local MAGIC = kpl.MAGIC
 local MAGIC_LEN = #MAGIC
 
@@ -531,9 +532,10 @@ function Consumer:_user_records(w, raw)
     local us, err
     if r.Data:sub(1, MAGIC_LEN) ~= MAGIC then
       -- not an aggregate (the common case): the decoded record is handed over
-      -- as it is (no added field: a fifth key would resize every record's table),
-      -- unless a checkpoint (seq, k) covers it: a plain record is (seq, 0), as
-      -- the KCL's lease rows count it
+      -- as it is; its SubSequenceNumber (0, as the KCL counts a plain record)
+      -- comes from a shared metatable, since a fifth key would resize every
+      -- record's table. A checkpoint (seq, k) covers it: it is (seq, 0)
+      setmetatable(r, PLAIN_RECORD)
       if not (w.skip_seq and r.SequenceNumber == w.skip_seq) then
         n = n + 1
         users[n] = r
