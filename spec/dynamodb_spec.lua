@@ -246,6 +246,23 @@ describe("kinesis.dynamodb against dynalite", function()
     assert.equal("http://127.0.0.1:7001/ http://127.0.0.1:7002/", out)
   end)
 
+  it("pages Scan through client:pages and client:items (LastEvaluatedKey -> ExclusiveStartKey)", function()
+    for i = 1, 5 do assert(db:put_item { TableName = T, Item = assert(dynamodb.to_item { k = "page-" .. i }) }) end
+    local all = assert(db:scan { TableName = T, ConsistentRead = true })
+    assert.is_true(all.Count >= 5)
+    local keys, pages = {}, 0
+    for item, err in db:items("scan", { TableName = T, Limit = 2 }) do
+      assert.is_truthy(item, tostring(err))
+      keys[#keys + 1] = item.k.S
+    end
+    for page in db:pages("scan", { TableName = T, Limit = 2 }) do
+      assert.is_truthy(page)
+      pages = pages + 1
+    end
+    assert.equal(all.Count, #keys)
+    assert.is_true(pages >= 3)
+  end)
+
   it("is a separate client type whose Kinesis methods are not DynamoDB's", function()
     assert.truthy(tostring(db):find("kinesis.dynamodb.client", 1, true))
     assert.has_error(function() db.get_item { TableName = T } end)
