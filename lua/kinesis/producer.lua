@@ -167,7 +167,12 @@ function M.new(client, opts)
     n_pending = 0, buffered_bytes = 0, buffered_peak = 0, inflight_records = 0, n_map_refreshes = 0, n_resent = 0,
     progress_at = now_fn(), progress_acked = 0, progress_bytes = 0, started = now_fn(),
     -- options read on every put
-    ttl = o.record_ttl, max_n = o.batch_max_records, max_b = o.batch_max_bytes, linger = o.linger,
+    -- when fresh records make a batch worth sending at once: 500 records
+    -- (5 MiB) unaggregated; aggregated, a full aggregate per shard
+    -- (retuned when the map changes)
+    ttl = o.record_ttl, linger = o.linger,
+    max_n = o.aggregate and huge or o.batch_max_records,
+    max_b = o.aggregate and min(o.batch_max_bytes, o.aggregation_max_size) or o.batch_max_bytes,
     max_buffered = o.max_buffered_bytes,
   }, Producer)
   return self
@@ -367,6 +372,9 @@ function Producer:_refresh(now)
     new_list[i] = s
   end
   self.map, self.states, self.state_list = map, states, new_list
+  if self.aggregate then
+    self.max_b = min(self.opts.batch_max_bytes, self.opts.aggregation_max_size * #new_list)
+  end
   if self.rr > #new_list then self.rr = 1 end
   -- what waits on a shard that is gone goes through the new map
   local moved = {}
@@ -542,7 +550,7 @@ function Producer:_accept(record, pk, data, ehk, hk, size, mem, where)
   route(self, rec, now)
   if where == "plain" then
     if self:_due(now) then self:_pump_plain(false) end
-  elseif self.fresh_n >= self.opts.batch_max_records or self.fresh_bytes >= self.opts.batch_max_bytes then
+  elseif self.fresh_n >= self.max_n or self.fresh_bytes >= self.max_b then
     runtime.wake(self.key)
   end
   return true
@@ -591,7 +599,7 @@ end
 -- close, exiting).
 function Producer:_due(now)
   local o = self.opts
-  if self.fresh_n >= o.batch_max_records or self.fresh_bytes >= o.batch_max_bytes then return true end
+  if self.fresh_n >= self.max_n or self.fresh_bytes >= self.max_b then return true end
   if self.first_fresh and self.first_fresh + o.linger <= now then return true end
   if self.next_retry <= now then return true end
   if #self.unrouted > 0 and self.refresh_not_before <= now then return true end
