@@ -257,6 +257,22 @@ describe("producer against kinesis-local", function()
         assert.equal("ResourceNotFoundException", r.err.last_error.code)
       end
       assert.equal(5, q:stats().failed_by_code.Expired)
+      -- without a shard map nothing is sent: no record bypasses its shard's limiter
+      assert.equal(0, q:stats().requests)
+    end)
+
+    it("paces each shard with its token bucket: what the bucket does not allow waits, then expires", function()
+      create("paced", 1)
+      local q = client:producer { stream = "paced", aggregate = false, rate_limit = 0.01, record_ttl = 1,
+                                  on_result = function(r) results[#results + 1] = r end }
+      -- 10 records/s on one shard (a bucket of 10), 100 records, 1 s to live
+      for i = 1, 100 do assert(q:put { PartitionKey = "p" .. i, Data = "x" }) end
+      assert(q:flush())
+      assert.equal(100, #results)
+      local st = q:stats()
+      assert.is_true(st.acknowledged >= 10 and st.acknowledged <= 30, "acknowledged " .. st.acknowledged)
+      assert.equal(100 - st.acknowledged, st.failed_by_code.Expired)
+      assert.equal(10, st.rates["shardId-000000000000"].records_per_second)
     end)
 
     it("keeps counters and prints one progress line", function()
