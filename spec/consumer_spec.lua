@@ -268,7 +268,7 @@ describe("kinesis.consumer", function()
   end)
 
   describe("stop and restart", function()
-    it("SIGTERM ends after the batch in hand with its checkpoint; a restart goes on without a repeat", function()
+    it("SIGTERM or SIGINT ends after the batch in hand with its checkpoint; a restart goes on without a repeat", function()
       create("restart", 2)
       local wlog, out, store = fresh("restart.written"), fresh("restart.out"), fresh("restart.cp")
       feed("restart", 6, 40, wlog, 4, 0)
@@ -284,10 +284,21 @@ describe("kinesis.consumer", function()
       local first = count_lines(out)
       local written, total = written_counts(wlog)
       assert.is_true(first < total, "stopped part-way")
-      cpid = spawn_bg(consume_cmd { stream = "restart", store = store, out = out, stop_after_idle = 2 },
+      -- the second run is stopped by SIGINT the same way
+      cpid = spawn_bg(consume_cmd { stream = "restart", store = store, out = out, max_records = 5, slow = 0.05 },
         out .. ".stdout2")
-      assert.is_true(wait_exit(cpid, 60))
+      for _ = 1, 300 do
+        if count_lines(out) >= first + 40 then break end
+        kinesis.sleep(0.05)
+      end
+      os.execute("kill -INT " .. cpid)
+      assert.is_true(wait_exit(cpid, 30), "consumer stopped on SIGINT")
       assert.is_truthy(read_file(out .. ".stdout2"):find("DONE true", 1, true), "consumer process said: " .. read_file(out .. ".stdout2"))
+      assert.is_true(count_lines(out) < total, "stopped part-way again")
+      cpid = spawn_bg(consume_cmd { stream = "restart", store = store, out = out, stop_after_idle = 2 },
+        out .. ".stdout3")
+      assert.is_true(wait_exit(cpid, 60))
+      assert.is_truthy(read_file(out .. ".stdout3"):find("DONE true", 1, true), "consumer process said: " .. read_file(out .. ".stdout3"))
       local dups = verify(written, handled_list(out))
       assert.are.equal(0, dups)
     end)
