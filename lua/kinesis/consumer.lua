@@ -402,6 +402,7 @@ end
 function Consumer:_acquire_and_start()
   local held, err = self.store:acquire()
   if not held then return nil, err end
+  self.held = held
   self.last_acquire = rt.now()
   local plan = self.plan_now or {}
   for id in pairs(held) do
@@ -936,8 +937,8 @@ function Consumer:_all_idle()
     local w = self.workers[id]
     if w then
       if not w.done and (not w.idle_since or now - w.idle_since < self.stop_after_idle) then return false end
-    elseif e.status == "ready" then
-      return false
+    elseif e.status == "ready" and (not self.held or self.held[id]) then
+      return false    -- about to start here (a shard another worker holds is its business)
     end
   end
   return true
