@@ -963,10 +963,23 @@ function Producer:_send(req)
     end
   else
     local results = out.Records
+    local cb = self.on_result
     for i = 1, n do
       local e, r = entries[i], results[i]
       local code = r.ErrorCode
-      if code then
+      local shard_id, seq = r.ShardId, r.SequenceNumber
+      if not code and not e.recs and #self.flushers == 0 and shard_id == e.shard.id and type(seq) == "string" then
+        -- the common case inline: a plain record acknowledged where predicted
+        self.n_acked = self.n_acked + 1
+        self.bytes_acked = self.bytes_acked + e.size
+        self.n_pending = self.n_pending - 1
+        self.buffered_bytes = self.buffered_bytes - e.mem
+        if cb then
+          local ok, cerr = pcall(cb, { ok = true, record = e.record, ShardId = shard_id, SequenceNumber = seq,
+                                       attempts = e.attempts })
+          if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(cerr)) end
+        end
+      elseif code then
         if code == THROTTLED then throttle(self, e.shard, now) end
         local eerr = errors.new { kind = "aws", code = code, message = r.ErrorMessage, op = "PutRecords",
                                   retryable = RETRYABLE_ENTRY[code] == true, throttling = code == THROTTLED }
