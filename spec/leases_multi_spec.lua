@@ -44,8 +44,15 @@ local function read_file(path)
   return s
 end
 
+-- files of this run only (the suite may run more than once at a time in one tree)
+local RUN do
+  local f = io.open("/proc/self/stat", "r")
+  RUN = f and f:read("*l"):match("^(%d+)") or tostring(os.time())
+  if f then f:close() end
+end
+
 local function fresh(name)
-  local p = TMP .. "/leases-multi-" .. name
+  local p = TMP .. "/leases-multi-" .. RUN .. "-" .. name
   os.remove(p)
   return p
 end
