@@ -7,7 +7,7 @@
 #   make local-kinesis-stop  stop the one started with --background
 #   make release-rockspec    lua-kinesis-$(VERSION)-1.rockspec from the scm one (VERSION from src/l_core.c)
 #   make bench      run the benchmarks (bench/), each against a baseline measured in the same run
-#   make gen        regenerate lua/kinesis/model.lua and endpoint_rules.lua from the AWS model
+#   make gen        regenerate lua/kinesis/model.lua, services/dynamodb_model.lua and endpoint_rules.lua from the AWS models
 #   make gen-check  fail if the committed generated files differ from a fresh generation
 
 LUA        ?= lua5.4
