@@ -169,12 +169,13 @@ describe("the pure core under LuaJIT (build/5.1)", function()
         local msgs, code = {}, nil
         local pos = 1
         while pos <= #bin and not code do
-          local ok, c = dec:feed(bin:sub(pos, pos + step - 1))
+          -- failures are nil, { code =, message = }
+          local ok, ferr = dec:feed(bin:sub(pos, pos + step - 1))
           pos = pos + step
-          if not ok then code = c break end
+          if not ok then code = ferr.code break end
           while true do
-            local m, c2 = dec:next()
-            if m then msgs[#msgs + 1] = m else code = c2 break end
+            local m, nerr = dec:next()
+            if m then msgs[#msgs + 1] = m else code = nerr and nerr.code break end
           end
         end
         return msgs, code
