@@ -46,11 +46,11 @@ local function render(outer, inner)
   return table.concat(out)
 end
 
-local function failure(shapes, op, sname, value, outer)
+local function failure(shapes, op, params, sname, value, outer)
   local ok, err = validate.check(shapes, sname, value)
   if ok then
     -- the two disagree: the reference's verdict on the whole input decides
-    local rok, rerr = validate.input(shapes, op, {})
+    local rok, rerr = validate.input(shapes, op, params)
     if not rok then return rerr end
     return { path = op.name, rule = "internal", message = op.name .. ": rejected by the codec" }
   end
@@ -70,7 +70,7 @@ function M.encode_input(shapes, op, params)
     return ref.encode(shapes, op.input, params)
   end
   local body, sname, value, outer = s.st:encode(s.index[op.input], params)
-  if not body then return nil, failure(shapes, op, sname, value, outer) end
+  if not body then return nil, failure(shapes, op, params, sname, value, outer) end
   local ok, err = validate.prose(op, params, shapes)
   if not ok then return nil, err end
   return body
