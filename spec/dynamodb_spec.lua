@@ -208,11 +208,37 @@ describe("kinesis.dynamodb against dynalite", function()
     quiet:close()
   end)
 
-  it("retries DynamoDB's throttling codes", function()
-    local THROTTLING = require("kinesis.errors").THROTTLING
-    for _, code in ipairs { "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded" } do
-      assert.is_true(THROTTLING[code], code)
-    end
+  it("retries DynamoDB's throttling codes through the shared retry policy, signed for dynamodb", function()
+    local stub = peers.start("stub")
+    local ok, perr = pcall(function()
+      local c = assert(dynamodb.new { endpoint = stub.endpoint, region = "eu-west-1", credentials = peers.credentials,
+        retry = { mode = "standard", max_attempts = 4, base = 0.001, max_backoff = 0.01 } })
+      for _, code in ipairs { "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded" } do
+        stub:reset()
+        stub:queue {
+          { status = 400, body = '{"__type":"com.amazonaws.dynamodb.v20120810#' .. code .. '","message":"slow down"}' },
+          { status = 200, body = '{"TableNames":["a"]}' },
+        }
+        local out, err, meta = c:list_tables {}
+        assert.is_nil(err, code)
+        assert.same({ "a" }, out.TableNames)
+        assert.equal(2, meta.attempts, code)
+      end
+      local r = stub:requests()[1]
+      assert.equal("DynamoDB_20120810.ListTables", r.headers["x-amz-target"])
+      assert.equal("application/x-amz-json-1.0", r.headers["content-type"])
+      assert.truthy(r.headers["authorization"]:find("/eu-west-1/dynamodb/aws4_request", 1, true))
+      -- a conditional failure is not retried
+      stub:reset()
+      stub:queue { { status = 400, body = '{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}' } }
+      local out, err, meta = c:put_item { TableName = "t", Item = { k = { S = "a" } } }
+      assert.is_nil(out)
+      assert.equal("ConditionalCheckFailedException", err.code)
+      assert.equal(1, meta.attempts)
+      c:close()
+    end)
+    stub.stop()
+    assert(ok, perr)
   end)
 
   it("resolves the regional endpoint from the partitions", function()

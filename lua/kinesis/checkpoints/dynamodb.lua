@@ -612,9 +612,14 @@ function Store:release(shard_id)
   return ok, err
 end
 
---- store:close(): releases what is still held.
+--- store:close(): releases what is still held; closes a DynamoDB client
+-- the store made itself (the next open makes a new one).
 function Store:close()
   for key in pairs(self.held) do pcall(self.release, self, key) end
+  if self.own_db and self.db then
+    pcall(self.db.close, self.db)
+    self.db, self.own_db = nil, nil
+  end
 end
 
 --- store:stats() -> counters (requests, scans, renewals, takes, steals,
