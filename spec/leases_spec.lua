@@ -351,6 +351,52 @@ describe("kinesis.checkpoints.dynamodb against dynalite", function()
     assert.has_error(function() dynamodb_store { table = "ok-name", failover_time = -1 } end)
   end)
 
+  it("reads a table a KCL worker wrote exactly, and takes its expired leases", function()
+    local tbl = fresh_table()
+    local c = clock()
+    local s = store(tbl, "lua-1", c)
+    local function put(item) assert(db:put_item { TableName = tbl, Item = item }) end
+    -- shard 0 split into 1 and 2 long ago: 0's row is gone, 1 finished, 2 mid-shard
+    put { leaseKey = { S = "shardId-000000000001" }, leaseOwner = { S = "kcl:1" }, leaseCounter = { N = "12" },
+      ownerSwitchesSinceCheckpoint = { N = "0" }, checkpoint = { S = "SHARD_END" }, checkpointSubSequenceNumber = { N = "0" },
+      parentShardId = { SS = { "shardId-000000000000" } }, childShardIds = { SS = { "shardId-000000000003" } } }
+    put { leaseKey = { S = "shardId-000000000002" }, leaseOwner = { S = "kcl:1" }, leaseCounter = { N = "907" },
+      ownerSwitchesSinceCheckpoint = { N = "2" }, checkpoint = { S = "49590338271490256608559692538361571095921575989136588898" },
+      checkpointSubSequenceNumber = { N = "5" }, parentShardId = { SS = { "shardId-000000000000" } },
+      pendingCheckpoint = { S = "49590338271490256608559692538361571095921575989136588899" },
+      pendingCheckpointSubSequenceNumber = { N = "0" } }
+    put { leaseKey = { S = "shardId-000000000003" }, leaseCounter = { N = "0" }, ownerSwitchesSinceCheckpoint = { N = "0" },
+      checkpoint = { S = "TRIM_HORIZON" }, checkpointSubSequenceNumber = { N = "0" },
+      parentShardId = { SS = { "shardId-000000000001" } } }
+    local cps = assert(s:list())
+    assert.same({
+      ["shardId-000000000000"] = { sequence = "SHARD_END" },   -- no row, an ancestor of rows: finished
+      ["shardId-000000000001"] = { sequence = "SHARD_END" },
+      ["shardId-000000000002"] = { sequence = "49590338271490256608559692538361571095921575989136588898", sub_sequence = 5 },
+      ["shardId-000000000003"] = { sequence = "TRIM_HORIZON" },
+    }, cps)
+    -- the free child is taken now; the KCL worker's live lease only once it stopped moving
+    local held = assert(s:acquire())
+    assert.same({ ["shardId-000000000003"] = true }, held)
+    c.t = c.t + 10.5
+    held = assert(s:acquire())
+    assert.is_true(held["shardId-000000000002"])
+    local item = row(tbl, "shardId-000000000002")
+    assert.same({ S = "lua-1" }, item.leaseOwner)
+    assert.same({ N = "908" }, item.leaseCounter)
+    assert.same({ N = "3" }, item.ownerSwitchesSinceCheckpoint)
+    assert.same({ sequence = "49590338271490256608559692538361571095921575989136588898", sub_sequence = 5 },
+      s:get("shardId-000000000002"))
+    assert(s:set("shardId-000000000002", { sequence = "49590338271490256608559692538361571095921575989136588900" }))
+    item = row(tbl, "shardId-000000000002")
+    assert.same({ N = "0" }, item.ownerSwitchesSinceCheckpoint)
+    assert.is_nil(item.pendingCheckpoint)
+    assert.is_nil(item.pendingCheckpointSubSequenceNumber)
+    -- the finished lease is neither taken nor counted
+    assert.is_false(s:holds("shardId-000000000001"))
+    assert.same({ S = "kcl:1" }, row(tbl, "shardId-000000000001").leaseOwner)
+  end)
+
   it("deletes finished parents once their children started, and still reports them finished", function()
     local tbl = fresh_table()
     local c = clock()
