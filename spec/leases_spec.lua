@@ -227,6 +227,37 @@ describe("kinesis.checkpoints.dynamodb against dynalite", function()
     assert.same({ S = "100" }, row(tbl, "shardId-000000000000").checkpoint)
   end)
 
+  it("gives each of 16 leases to exactly one of two workers acquiring concurrently", function()
+    local tbl = fresh_table()
+    local a = dynamodb_store { table = tbl, client = db, worker_id = "A", max_leases = 16 }
+    local b = dynamodb_store { table = tbl, client = db, worker_id = "B", max_leases = 16 }
+    kinesis.run(function()
+      assert(a:open { stream = "s" })
+      assert(b:open { stream = "s" })
+      assert(a:sync_shards(shards(16)))
+      assert(b:sync_shards(shards(16)))
+      -- both read the table, then both take every free lease at the same time
+      assert(a:_scan())
+      assert(b:_scan())
+      a.taken_at, b.taken_at = nil, nil
+      local ta = kinesis.spawn(function() return a:acquire() end)
+      local tb = kinesis.spawn(function() return b:acquire() end)
+      kinesis.wait_all { ta, tb }
+    end)
+    local both = 0
+    for i = 0, 15 do
+      local key = format("shardId-%012d", i)
+      local owner = row(tbl, key).leaseOwner.S
+      local ha, hb = a.held[key] ~= nil, b.held[key] ~= nil
+      assert.is_true(ha ~= hb, key .. " held by exactly one")
+      assert.equal(ha and "A" or "B", owner)
+      if ha then both = both + 1 end
+    end
+    -- each tried all 16 (its target, seeing nobody else): every race had one winner
+    assert.equal(16, a.counters.takes + b.counters.takes)
+    assert.is_true(both > 0 and both < 16, "the two requests streams interleaved: A won " .. both)
+  end)
+
   it("expires a lease by the observer's own monotonic clock, whatever the other's clock says", function()
     local tbl = fresh_table()
     local ca, cb = clock(5000), clock(-3)    -- unrelated clocks
