@@ -86,6 +86,21 @@ describe("README", function()
     end
   end)
 
+  it("names examples that exist, and every example", function()
+    local listed = text:match("%- `examples/`: runnable programs %((.-)%)%.")
+    assert.truthy(listed, "no list of examples")
+    local p = io.popen("ls " .. ROOT .. "/examples")
+    for file in p:lines() do
+      assert.truthy(listed:find("`" .. file .. (file:match("%.lua$") and "`" or "/`"), 1, true), "README does not name examples/" .. file)
+    end
+    p:close()
+    for name in listed:gmatch("`([^`]+)`") do
+      local f = io.open(ROOT .. "/examples/" .. name:gsub("/$", ""), "r")
+      assert.truthy(f, "README names examples/" .. name .. ", which does not exist")
+      f:close()
+    end
+  end)
+
   it("shows the two commands", function()
     assert.truthy(text:find("make test", 1, true))
     assert.truthy(text:find("make demo", 1, true))
