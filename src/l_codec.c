@@ -649,14 +649,22 @@ static int read_u4(dec_state *st, const char *p, unsigned *out)
   return 0;
 }
 
-/* Whether any of the eight bytes in x is '"', '\\' or below 0x20 (the
- * exact zero-byte and less-than tests on 64-bit words). */
-static int swar_special(uint64_t x)
+/* The bytes of x that are '"', '\\' or below 0x20, as their high bits
+ * (the zero-byte and less-than tests on 64-bit words: the lowest bit set
+ * is always a true match, bits above it may not be). */
+static uint64_t swar_special(uint64_t x)
 {
   const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
   uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-  return ((((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs) != 0;
+  return (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs;
 }
+
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* the offset of the first special byte: straight to it */
+#define SWAR_SKIP(m) ((size_t)__builtin_ctzll(m) >> 3)
+#else
+#define SWAR_SKIP(m) ((size_t)0)
+#endif
 
 /* A JSON string at p (on the opening quote): *s, *n get its bytes, either
  * in the body itself or (with escapes) in the scratch buffer, valid until
@@ -669,9 +677,13 @@ static int read_string(dec_state *st, const char **s, size_t *n)
   for (run = p; p < st->end; p++) {
     unsigned char ch;
     while (st->end - p >= 8) {
-      uint64_t x;
+      uint64_t x, m;
       memcpy(&x, p, 8);
-      if (swar_special(x)) break;
+      m = swar_special(x);
+      if (m != 0) {
+        p += SWAR_SKIP(m);
+        break;
+      }
       p += 8;
     }
     if (p >= st->end) break;
