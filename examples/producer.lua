@@ -67,6 +67,7 @@ for i = 1, total do
   if i % 1000 == 0 then print(producer:progress()) end
 end
 check(producer:flush())      -- returns once every record put so far has its outcome
+print(producer:progress())
 
 local st = producer:stats()
 print(("acknowledged %d, failed %d, retried %d, in %d PutRecords calls (%d aggregates)"):format(
