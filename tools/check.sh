@@ -155,15 +155,13 @@ stage_asan() {
 
 # ---------------------------------------------------------------- valgrind
 
-# The specs of the C core and its bindings (base64, event stream, hash
-# keys and shard maps, KPL, SigV4, the curl transport and multi handle),
-# plus the C unit tests of spec/c, under memcheck. Filtered out (busted
-# --filter-out, Lua patterns), because they measure speed or CPU time and
-# memcheck runs code some 30x slower: the 100,000-lookup timing test of
-# shardmap_spec, the CPU-time test of scheduler_spec, and transport_spec's
-# check that 20 TLS requests are in flight at once (under memcheck the
-# first one completes before the twentieth handshake ends).
-VALGRIND_SPECS="base64 eventstream hashkey kpl shardmap sigv4 transport scheduler"
+# The specs of the C core and its bindings, and the C unit tests of spec/c,
+# under memcheck. Filtered out (busted --filter-out, Lua patterns): tests
+# of speed or CPU time, as memcheck runs code some 30x slower (shardmap's
+# 100,000-lookup timing test, scheduler_spec's CPU-time test, transport's
+# 20 TLS requests in flight at once: under memcheck the first completes
+# before the twentieth handshake ends).
+VALGRIND_SPECS="base64 codec eventstream hashkey kpl shardmap sigv4 transport scheduler"
 VALGRIND_FILTER_OUT="binary search over 10000 shards
 does not busy%-wait
 HTTPS requests to an HTTP/1.1%-only server side by side"
