@@ -677,6 +677,10 @@ local function profile_lines()
       end
     end
   end
+  if samples["work_put_records.value"] then
+    out[#out + 1] = "- Where the time of each codec goal goes, piece by piece against its own floor, with callgrind "
+      .. "counts: bench/README.md, \"The C codec against its floors\"."
+  end
   if samples["js_get_records.value"] then
     out[#out + 1] = format("- GetRecords 10,000 records CPU per call: client %.1f ms, JS SDK %.1f ms; the decode alone "
       .. "after a full collection (decode.lua) %.2f ms: in a loop the collector also works through the previous "
