@@ -2,9 +2,9 @@
 # Installs what the build, the tests and the demo need, and only what is
 # missing: Debian packages (as root) and the npm test peers into ./node_modules.
 set -e
-PKGS="lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson lua-busted
+PKGS="lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket
 luarocks libluajit2-5.1-dev luajit2 nginx libnginx-mod-http-lua curl openssl
-pkg-config gcc make nodejs npm"
+pkg-config gcc make nodejs npm strace"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
