@@ -43,8 +43,7 @@ describe("soak: 10,000 mixed operations with 10 % faults", function()
   lazy_setup(function()
     srv = peers.start("kinesis-local", { env = { CREATE_STREAM_DURATION = "20ms" } })
     proxy = faultproxy.start { upstream = srv.endpoint }
-    direct = assert(kinesis.new { endpoint = srv.endpoint, region = peers.region,
-      credentials = peers.credentials })
+    direct = peers.client(srv)
     assert(direct:create_stream { StreamName = "soak", ShardCount = 2 })
     assert(direct:wait("stream_exists", { StreamName = "soak" }, { delay = 0.05, max_attempts = 100 }))
   end)
@@ -56,8 +55,7 @@ describe("soak: 10,000 mixed operations with 10 % faults", function()
   end)
 
   it("ends every call as a result or a clean error, and memory stays flat", function()
-    local c = assert(kinesis.new {
-      endpoint = proxy.endpoint, region = peers.region, credentials = peers.credentials,
+    local c = peers.client(proxy, {
       retry = { mode = "standard", max_attempts = 3, base = 0.005 },
       -- a stall costs a whole request timeout; a healthy call on a loaded
       -- machine (ASan beside valgrind, say) must still fit well inside it
