@@ -124,7 +124,13 @@ describe("Channel operations and UpdateStreamRecordDistributionStrategy", functi
     local out = assert(c:update_channel { ChannelARN = CHANNEL_ARN,
       LoggingConfiguration = { CloudWatchLogs = { Enabled = true, LogGroupName = "/kinesis/channels" } } })
     local _, raw = sent("UpdateChannel")
-    assert.equal('{"ChannelARN":"' .. CHANNEL_ARN:gsub("/", "\\/") .. '","LoggingConfiguration":{"CloudWatchLogs":{"Enabled":true,"LogGroupName":"\\/kinesis\\/channels"}}}', raw)
+    -- member order in the body is not part of the contract (the C codec
+    -- writes the table's order); the members, types and escaping are
+    assert.same({ ChannelARN = CHANNEL_ARN,
+                  LoggingConfiguration = { CloudWatchLogs = { Enabled = true, LogGroupName = "/kinesis/channels" } } },
+                cjson.decode(raw))
+    assert.truthy(raw:find('"Enabled":true', 1, true), raw)
+    assert.truthy(raw:find('"LogGroupName":"\\/kinesis\\/channels"', 1, true), raw)
     assert.equal("orders-to-s3", out.ChannelDescription.ChannelName)
   end)
 
