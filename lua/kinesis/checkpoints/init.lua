@@ -49,7 +49,7 @@
 
 local errors = require "kinesis.errors"
 
-local type, tostring, error, math_type = type, tostring, error, math.type
+local type, tostring, error, math_type, pairs, ipairs = type, tostring, error, math.type, pairs, ipairs
 
 local M = {}
 
@@ -116,6 +116,30 @@ function M.check_set(shard_id, cp)
   end
   local ok, msg = M.check(cp)
   if not ok then error("kinesis.checkpoints: " .. msg, 3) end
+end
+
+--- The lease side of a store for one worker that reads every shard (the
+-- memory and file stores): it holds whatever the consumer synced, and
+-- releasing is nothing. Installs sync_shards, acquire, holds, release and
+-- close into the store class `Store`.
+function M.single_worker(Store)
+  function Store:sync_shards(shards)
+    local known = {}
+    for _, s in ipairs(shards) do known[s.ShardId] = true end
+    self.shards = known
+    return true
+  end
+  function Store:acquire()
+    local out = {}
+    for id in pairs(self.shards) do out[id] = true end
+    return out
+  end
+  function Store:holds(shard_id)
+    return self.shards[shard_id] == true
+  end
+  function Store:release() return true end
+  function Store:close() end
+  return Store
 end
 
 -- the stores, loaded on first use

@@ -50,28 +50,7 @@ function Store:list()
   return out
 end
 
-function Store:sync_shards(shards)
-  local known = {}
-  for _, s in ipairs(shards) do known[s.ShardId] = true end
-  self.shards = known
-  return true
-end
-
-function Store:acquire()
-  local out = {}
-  for id in pairs(self.shards) do out[id] = true end
-  return out
-end
-
-function Store:holds(shard_id)
-  return self.shards[shard_id] == true
-end
-
-function Store:release()
-  return true
-end
-
-function Store:close()
-end
+-- one worker reads every shard: no leases
+checkpoints.single_worker(Store)
 
 return M
