@@ -94,12 +94,12 @@ $(FUZZ_OUT)/fuzz_kpl: fuzz/fuzz_kpl.c src/kpl.c $(HDRS) mk/check.mk
 
 # Lua 5.4 in the harness; kinesis.core compiled in (instrumented, preloaded);
 # lua-cjson is the system module, found through package.cpath.
-$(FUZZ_OUT)/fuzz_response: fuzz/fuzz_response.c $(CORE_SRC) $(HDRS) mk/check.mk
+$(FUZZ_OUT)/fuzz_response: fuzz/fuzz_response.c fuzz/lua_harness.h $(CORE_SRC) $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(LUA54_CFLAGS) -o $@ fuzz/fuzz_response.c $(CORE_SRC) $(LUA54_LIBS) $(SSL_LIBS)
 
 # the codec, differential against the Lua reference: built like fuzz_response
-$(FUZZ_OUT)/fuzz_codec: fuzz/fuzz_codec.c $(CORE_SRC) $(HDRS) mk/check.mk
+$(FUZZ_OUT)/fuzz_codec: fuzz/fuzz_codec.c fuzz/lua_harness.h $(CORE_SRC) $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(LUA54_CFLAGS) -o $@ fuzz/fuzz_codec.c $(CORE_SRC) $(LUA54_LIBS) $(SSL_LIBS)
 
