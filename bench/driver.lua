@@ -304,6 +304,14 @@ for round = 1, ROUNDS do
     end
   end
 
+  if enabled("logging") then
+    local l = lua("put.lua", "logging", "put_record", PORT_FIXED, HTTP_SECONDS)
+    if l then
+      add_pair("logging_on", l.on_rate, l.off_rate, rate_ratio)
+      add_pair("logging_off", l.tests_ns, l.call_ns, rate_ratio)
+    end
+  end
+
   if enabled("producer") then
     -- bench/producer.lua: each producer figure beside its baseline, the
     -- order alternating with the round
@@ -543,6 +551,18 @@ if samples["consumer.value"] then
         value = si(med("consumer_file.value"), "records/s"), baseline = si(med("consumer.baseline"), "records/s") .. " (GetRecords alone)",
         ratio = ratio_text(rf, nil, "consumer_file"), goal = "report", met = "-", rss = rss("consumer"),
         raw = { value = med("consumer_file.value"), baseline = med("consumer.baseline"), ratio = rf, unit = "records/s" } }
+end
+if samples["logging_on.value"] then
+  local r = med("logging_on.ratio")
+  row { id = "logging_on", measurement = "PutRecord with logging on (a log function that drops the events)",
+        value = si(med("logging_on.value"), "calls/s"), baseline = si(med("logging_on.baseline"), "calls/s") .. " (logging off)",
+        ratio = ratio_text(r, nil, "logging_on"), goal = "report", met = "-", rss = "-",
+        raw = { value = med("logging_on.value"), baseline = med("logging_on.baseline"), ratio = r, unit = "calls/s" } }
+  local ro = med("logging_off.ratio")
+  row { id = "logging_off", measurement = "logging off: 7 logger-field tests (more than one PutRecord attempt makes)",
+        value = format("%.1f ns", med("logging_off.value")), baseline = format("%.1f us", med("logging_off.baseline") / 1000) .. " (one PutRecord call)",
+        ratio = format("%.4f", ro), goal = "< 0.01", met = yesno(ro < 0.01), rss = "-",
+        raw = { value = med("logging_off.value"), baseline = med("logging_off.baseline"), ratio = ro, unit = "ns" } }
 end
 for _, pr in ipairs {
   { "producer_agg", "producer, aggregated, 100 B records to the stub", "kinesis.aggregate alone", 0.5 },

@@ -5,6 +5,7 @@
 --                                                   the signed request for bench/floor.c
 --   lua5.4 bench/put.lua run     KIND PORT SECONDS
 --   lua5.4 bench/put.lua send    KIND PORT SECONDS   -- transport:send of one pre-signed request
+--   lua5.4 bench/put.lua logging KIND PORT SECONDS   -- logging off vs on (a no-op log function)
 --   lua5.4 bench/put.lua profile KIND PORT SECONDS
 --
 -- KIND is put_record (one 100-byte record) or put_records (500 of them).
@@ -60,6 +61,39 @@ elseif mode == "run" then
   local rate, calls, elapsed, cpu_us = common.rate(function() check(call(client, params)) end, seconds, batch, batch * 4)
   local stats = client:transport():stats()
   common.emit { rate = rate, calls = calls, seconds = elapsed, connects = stats.connects, cpu_us = cpu_us }
+
+elseif mode == "logging" then
+  -- logging's cost: the same calls with logging off and with a log
+  -- function that drops every event (off, on, on, off in one process), and
+  -- what "off" leaves on the path: the client's logger-field tests of one
+  -- attempt (7), timed alone against an empty loop
+  local seconds = (tonumber(arg[4]) or 1) / 4
+  local call = client[kind]
+  local logged = common.client(port, { log = function() end })
+  local batch = kind == "put_records" and 2 or 16
+  local off, on = 0, 0
+  for _, which in ipairs { "off", "on", "on", "off" } do
+    local c = which == "off" and client or logged
+    local rate = common.rate(function() check(call(c, params)) end, seconds, batch, batch)
+    if which == "off" then off = off + rate / 2 else on = on + rate / 2 end
+  end
+  local n, clock = 2000000, os.clock
+  local c0 = clock()
+  for _ = 1, n do end
+  local empty = clock() - c0
+  c0 = clock()
+  local t = client
+  for _ = 1, n do
+    if t.logger then end
+    if t.logger then end
+    if t.logger then end
+    if t.logger then end
+    if t.logger then end
+    if t.logger then end
+    if t.logger then end
+  end
+  local tests_ns = math.max(0, (clock() - c0 - empty)) * 1e9 / n
+  common.emit { off_rate = off, on_rate = on, tests_ns = tests_ns, call_ns = 1e9 / off }
 
 elseif mode == "send" then
   -- the transport alone: the pre-built, pre-signed request through
