@@ -120,7 +120,9 @@ local function check_shard_map(shards)
   if type(shards) ~= "table" then return end
   local map, err = kinesis.shard_map(shards, { include_closed = true })
   if not map then
-    if type(err) ~= "string" then fail("shard_map: error is a %s", type(err)) end
+    if type(err) ~= "table" or type(err.code) ~= "string" or type(err.message) ~= "string" then
+      fail("shard_map: error is not a {code, message} table: %s", type(err))
+    end
     return
   end
   for _, pk in ipairs { "", "a", "partition-key", "\0\255" } do

@@ -166,7 +166,9 @@ stage_asan() {
 # 100,000-lookup timing test, scheduler_spec's CPU-time test, transport's
 # 20 TLS requests in flight at once: under memcheck the first completes
 # before the twentieth handshake ends).
-VALGRIND_SPECS="base64 codec eventstream hashkey kpl shardmap sigv4 transport scheduler"
+# eventstream_spec is left to ASan and fuzz_eventstream: under memcheck its
+# chunk-by-chunk vector runs took 37 minutes of CI's 90.
+VALGRIND_SPECS="base64 codec hashkey kpl shardmap sigv4 transport scheduler"
 VALGRIND_FILTER_OUT="binary search over 10000 shards
 does not busy%-wait
 HTTPS requests to an HTTP/1.1%-only server side by side"
