@@ -6,7 +6,6 @@
 
 local model = require "kinesis.model"
 local codec = require "kinesis.codec"
-local validate = require "kinesis.validate"
 local errors = require "kinesis.errors"
 local core = require "kinesis.core"
 local retry = require "kinesis.retry"
@@ -526,19 +525,17 @@ local CONFIG = {
     return false, "must be a function receiving event tables, \"debug\" or false"
   end,
 }
-M.CONFIG = CONFIG
 
 --- Checks a kinesis.new configuration: true, or nil, err (ConfigError).
-function M.check_config(cfg, extra)
+function M.check_config(cfg)
   if type(cfg) ~= "table" then
     return nil, config_error("kinesis.new expects a table of options (got " .. type(cfg) .. ")")
   end
   for k, v in pairs(cfg) do
-    local check = CONFIG[k] or (extra and extra[k])
+    local check = CONFIG[k]
     if not check then
       local names = {}
       for n in pairs(CONFIG) do names[#names + 1] = n end
-      if extra then for n in pairs(extra) do names[#names + 1] = n end end
       table.sort(names)
       local err = config_error(format("unknown option %s (options: %s)", tostring(k), table.concat(names, ", ")))
       err.field = tostring(k)
@@ -569,8 +566,7 @@ function M.new(cfg, service)
   end
   if not region then
     if not url then
-      return nil, errors.new { kind = "validation", code = "ConfigError",
-        message = "no region: set region, AWS_REGION or AWS_DEFAULT_REGION" }
+      return nil, config_error("no region: set region, AWS_REGION or AWS_DEFAULT_REGION")
     end
     region = "us-east-1"
   end
@@ -583,13 +579,13 @@ function M.new(cfg, service)
     local perr
     ep, perr = parse_endpoint(url)
     if not ep then
-      return nil, errors.new { kind = "validation", code = "ConfigError", message = perr }
+      return nil, config_error(perr)
     end
   end
   local timeouts = cfg.timeout or {}
   local policy, rerr = retry.new(cfg.retry, core.monotime)
   if not policy then
-    return nil, errors.new { kind = "validation", code = "ConfigError", message = rerr }
+    return nil, config_error(rerr)
   end
   local self = setmetatable({
     config = cfg, service = svc, region = region, endpoint = ep, signer = core.signer(), clock = cfg.clock,
@@ -609,7 +605,7 @@ function M.new(cfg, service)
     log = function(ev) self:log(ev) end,
   })
   if not ok then
-    return nil, errors.new { kind = "validation", code = "ConfigError", message = tostring(provider) }
+    return nil, config_error(tostring(provider))
   end
   self.credential_provider = provider
   self.logger = log.new(cfg.log, provider)
