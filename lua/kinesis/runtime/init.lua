@@ -180,5 +180,4 @@ function M.log(level, line)
   io_stderr:write(line, "\n")
 end
 
-M.pack = pack
 return M

@@ -15,8 +15,8 @@ local traceback = debug.traceback
 local unpack = table.unpack or unpack
 local monotime, block_sleep = core.monotime, core.sleep
 local remove = table.remove
-local type, tostring, error, setmetatable, pcall, xpcall, ipairs, next =
-  type, tostring, error, setmetatable, pcall, xpcall, ipairs, next
+local tostring, error, setmetatable, pcall, xpcall, ipairs =
+  tostring, error, setmetatable, pcall, xpcall, ipairs
 local pack, handler = taskm.pack, taskm.handler
 
 local M = {}
@@ -286,11 +286,6 @@ function M.timer(delay, fn, ...)
     if delay and delay > 0 then M.sleep(delay) end
     return fn(unpack(args, 1, args.n))
   end)
-end
-
--- true while a run is active in this Lua state (a task or not)
-function M.active()
-  return current ~= nil and next(current) ~= nil
 end
 
 return M
