@@ -80,17 +80,17 @@ $(FUZZ_OUT)/fuzz_eventstream: fuzz/fuzz_eventstream.c src/eventstream.c src/crc3
 
 # The portable two-word arithmetic, checked against the compiler's
 # unsigned __int128 in the harness: a differential, not a self-comparison.
-$(FUZZ_OUT)/fuzz_decimal: fuzz/fuzz_decimal.c src/u128.c $(HDRS) mk/check.mk
+$(FUZZ_OUT)/fuzz_decimal: fuzz/fuzz_decimal.c src/u128.c src/md5.c $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -DKN_U128_PORTABLE -o $@ fuzz/fuzz_decimal.c src/u128.c $(SSL_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DKN_U128_PORTABLE -o $@ fuzz/fuzz_decimal.c src/u128.c src/md5.c $(SSL_LIBS)
 
-$(FUZZ_OUT)/fuzz_shardmap: fuzz/fuzz_shardmap.c src/shardmap.c src/u128.c $(HDRS) mk/check.mk
+$(FUZZ_OUT)/fuzz_shardmap: fuzz/fuzz_shardmap.c src/shardmap.c src/u128.c src/md5.c $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_shardmap.c src/shardmap.c src/u128.c $(SSL_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_shardmap.c src/shardmap.c src/u128.c src/md5.c $(SSL_LIBS)
 
-$(FUZZ_OUT)/fuzz_kpl: fuzz/fuzz_kpl.c src/kpl.c $(HDRS) mk/check.mk
+$(FUZZ_OUT)/fuzz_kpl: fuzz/fuzz_kpl.c src/kpl.c src/md5.c $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_kpl.c src/kpl.c $(SSL_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_kpl.c src/kpl.c src/md5.c $(SSL_LIBS)
 
 # Lua 5.4 in the harness; kinesis.core compiled in (instrumented, preloaded);
 # lua-cjson is the system module, found through package.cpath.

@@ -39,7 +39,7 @@ end
 describe("C core unit tests (spec/c/test_u128.c)", function()
   local cc = os.getenv("CC") or "cc"
   local cflags = "-O2 -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -Isrc"
-  local sources = "spec/c/test_u128.c src/u128.c src/shardmap.c -lcrypto"
+  local sources = "spec/c/test_u128.c src/u128.c src/shardmap.c src/md5.c -lcrypto"
 
   local function build_and_run(defines, exe)
     os.execute("mkdir -p spec/.tmp")
@@ -79,12 +79,11 @@ describe("kinesis.shards.hash_key", function()
     end
   end)
 
-  it("reads the MD5 big-endian: md5_hex and hash_key are the same number", function()
-    -- Independent check of the byte order on one vector: hex -> decimal by
-    -- long multiplication on digit arrays (no 128-bit code involved).
-    local v = vectors.keys[1]
+  -- hex -> decimal by long multiplication on digit arrays (no 128-bit code
+  -- involved), to compare hash keys with digests computed elsewhere
+  local function hex_to_decimal(hex)
     local digits = { 0 }
-    for c in v.md5_hex:gmatch("%x") do
+    for c in hex:gmatch("%x") do
       local carry = tonumber(c, 16)
       for i = 1, #digits do
         local x = digits[i] * 16 + carry
@@ -92,9 +91,50 @@ describe("kinesis.shards.hash_key", function()
       end
       while carry > 0 do digits[#digits + 1], carry = carry % 10, carry // 10 end
     end
+    while #digits > 1 and digits[#digits] == 0 do digits[#digits] = nil end
     local s = {}
     for i = #digits, 1, -1 do s[#s + 1] = tostring(digits[i]) end
-    assert.are.equal(table.concat(s), shards.hash_key(v.key))
+    return table.concat(s)
+  end
+
+  it("reads the MD5 big-endian: md5_hex and hash_key are the same number", function()
+    local v = vectors.keys[1]
+    assert.are.equal(hex_to_decimal(v.md5_hex), shards.hash_key(v.key))
+  end)
+
+  it("digests RFC 1321's test suite and every length across the block edges", function()
+    -- src/md5.c against RFC 1321 section A.5 and against node's crypto
+    -- (OpenSSL) for inputs of 0..300 bytes: the padding differs when
+    -- the tail is under 56 bytes, 56-63 bytes, or a whole block
+    local rfc = {
+      [""] = "d41d8cd98f00b204e9800998ecf8427e",
+      a = "0cc175b9c0f1b6a831c399e269772661",
+      abc = "900150983cd24fb0d6963f7d28e17f72",
+      ["message digest"] = "f96b697d7cb7938d525a2f31aaf161d0",
+      abcdefghijklmnopqrstuvwxyz = "c3fcd3d76192e4007dfb496cca67e13b",
+      ["ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"] = "d174ab98d277d9f5a5611c2c9f419d9f",
+      [("1234567890"):rep(8)] = "57edf4a22be3c955ac49da2e2107b67a",
+    }
+    for msg, hex in pairs(rfc) do
+      assert.are.equal(hex_to_decimal(hex), shards.hash_key(msg), msg)
+    end
+    local p = assert(io.popen([[node -e '
+      const c = require("crypto"); const out = [];
+      for (let n = 0; n <= 300; n++) {
+        const b = Buffer.alloc(n);
+        for (let i = 0; i < n; i++) b[i] = (i * 7 + n) & 255;
+        out.push(c.createHash("md5").update(b).digest("hex"));
+      }
+      console.log(out.join("\n"));']]))
+    local n = 0
+    for hex in p:lines() do
+      local t = {}
+      for i = 0, n - 1 do t[i + 1] = string.char((i * 7 + n) & 255) end
+      assert.are.equal(hex_to_decimal(hex), shards.hash_key(table.concat(t)), "length " .. n)
+      n = n + 1
+    end
+    p:close()
+    assert.are.equal(301, n)
   end)
 
   it("is binary-safe and does not normalize", function()

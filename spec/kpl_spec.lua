@@ -767,7 +767,7 @@ describe("C decoder under AddressSanitizer and UBSan", function()
     local exe = "spec/.tmp/kpl_fuzz"
     assert.is_true(shell_ok("cc -std=c99 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined " ..
       "-fno-sanitize-recover=all -fno-omit-frame-pointer -Isrc -o " .. exe .. " " .. src ..
-      " src/kpl.c -lcrypto > spec/.tmp/kpl_fuzz.build.log 2>&1"), "build failed: spec/.tmp/kpl_fuzz.build.log")
+      " src/kpl.c src/md5.c -lcrypto > spec/.tmp/kpl_fuzz.build.log 2>&1"), "build failed: spec/.tmp/kpl_fuzz.build.log")
     local files = {}
     for _, v in ipairs(POSITIVE) do files[#files + 1] = "'" .. KPL .. v.name .. ".bin'" end
     local p = assert(io.popen("ASAN_OPTIONS=detect_leaks=1 " .. exe .. " " .. table.concat(files, " ") .. " 2>&1"))

@@ -8,8 +8,7 @@
 
 #include <string.h>
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
+#include "md5.h"
 
 const uint8_t kn_kpl_magic[KN_KPL_MAGIC_LEN] = {0xF3, 0x89, 0x9A, 0xC2};
 
@@ -55,15 +54,7 @@ const char *kn_kpl_strerror(int status)
 
 static int md5(const uint8_t *data, size_t len, uint8_t out[KN_KPL_DIGEST_LEN])
 {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
-  if (data == NULL) data = (const uint8_t *)"";
-  if (EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL) != 1 ||
-      mdlen != KN_KPL_DIGEST_LEN) {
-    ERR_clear_error();
-    return KN_KPL_ECRYPTO;
-  }
-  memcpy(out, md, KN_KPL_DIGEST_LEN);
+  kn_md5(data, len, out);
   return KN_KPL_OK;
 }
 

@@ -5,8 +5,7 @@
  * two builds differ only in those few lines and share one test suite. */
 #include "u128.h"
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
+#include "md5.h"
 
 const char *kn_u128_strerror(int status)
 {
@@ -202,13 +201,8 @@ void kn_u128_to_be(kn_u128 v, unsigned char be[16])
 
 int kn_u128_md5(const void *data, size_t len, kn_u128 *out)
 {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
-  if (data == NULL) data = "";
-  if (EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16) {
-    ERR_clear_error();
-    return KN_U128_ECRYPTO;
-  }
+  uint8_t md[KN_MD5_LEN];
+  kn_md5(data, len, md);
   *out = kn_u128_from_be(md);
   return KN_U128_OK;
 }

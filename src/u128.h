@@ -53,8 +53,9 @@ kn_u128 kn_u128_from_be(const unsigned char be[16]);
 void kn_u128_to_be(kn_u128 v, unsigned char be[16]);
 
 /* MD5 of len bytes at data (binary-safe; data may be NULL when len is 0),
- * as the Kinesis hash key. KN_U128_ECRYPTO if OpenSSL fails (its error
- * queue is cleared). */
+ * as the Kinesis hash key (md5.c). Returns KN_U128_OK: the digest cannot
+ * fail since it no longer goes through OpenSSL; KN_U128_ECRYPTO is kept for
+ * callers that test the status. */
 int kn_u128_md5(const void *data, size_t len, kn_u128 *out);
 
 /* Strict decimal parse of len bytes at s (not NUL-terminated, binary-safe):

@@ -204,7 +204,7 @@ stage_valgrind() {
     def=$([ $variant = portable ] && echo "-DKN_U128_PORTABLE -DKN_EXPECT_NATIVE=0" || echo "-DKN_EXPECT_NATIVE=1")
     bin="$LOG/test_u128_$variant"
     # shellcheck disable=SC2086
-    cc -O1 -g $def -Isrc -o "$bin" spec/c/test_u128.c src/u128.c src/shardmap.c -lcrypto || { rc=1; continue; }
+    cc -O1 -g $def -Isrc -o "$bin" spec/c/test_u128.c src/u128.c src/shardmap.c src/md5.c -lcrypto || { rc=1; continue; }
     if $vg "$bin" >"$LOG/valgrind-test_u128_$variant.log" 2>&1; then
       say "valgrind spec/c/test_u128 ($variant): clean"
     else
