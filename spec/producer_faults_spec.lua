@@ -116,7 +116,8 @@ describe("producer through faults", function()
   -- answer was dropped; returns outcomes, the stream's view and the keys
   local function faulted_run(name, n, keys, popts, drive)
     create(name, 4)
-    proxy.control("POST", "config", { fail_rate = 0.1, reset_rate = 0.06, drop_rate = 0.06, seed = 42 })
+    proxy.control("POST", "config", { fail_rate = 0.1, reset_rate = 0.06, drop_rate = 0.06, seed = 42,
+      reset_every = 12, drop_every = 12 })
     local outcomes, throttles = {}, 0
     local c = peers.client({ endpoint = proxy.endpoint }, { timeout = { connect = 2, request = 20 },
       log = function(ev) if ev.event == "producer_throttle" then throttles = throttles + 1 end end })

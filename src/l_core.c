@@ -20,6 +20,7 @@ int luaopen_kinesis_core(lua_State *L)
   kn_open_signal(L);
   kn_open_digest(L);
   kn_open_codec(L);
+  kn_open_batch(L);
   lua_pushliteral(L, KN_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

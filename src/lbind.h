@@ -16,5 +16,6 @@ int kn_open_fs(lua_State *L);
 int kn_open_signal(lua_State *L);
 int kn_open_digest(lua_State *L);
 int kn_open_codec(lua_State *L);
+int kn_open_batch(lua_State *L);
 
 #endif

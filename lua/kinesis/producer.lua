@@ -20,7 +20,7 @@ local type, error, pairs, ipairs, tostring, setmetatable, pcall =
   type, error, pairs, ipairs, tostring, setmetatable, pcall
 local min, max, random, floor, huge = math.min, math.max, math.random, math.floor, math.huge
 local format, concat, sort = string.format, table.concat, table.sort
-local hash_key, u128_check, b64encode = core.hash_key, core.u128_check, core.b64encode
+local hash_key, u128_check = core.hash_key, core.u128_check
 local json_string = cjson.encode
 local aggregate = kpl.aggregate
 local utf8_length = validate.utf8_length
@@ -148,6 +148,7 @@ function M.new(client, opts)
     .. json_string(o.stream_arn or o.stream) .. ',"Records":['
   local self = setmetatable({
     client = client, sender = sending_client(client), opts = o, params = params, body_head = head,
+    writer = core.batch_writer(),
     on_result = o.on_result, ordered = o.ordered, aggregate = o.aggregate,
     key = {},                      -- the background task parks on this
     room_key = {},                 -- put() waiting for room parks on this
@@ -183,7 +184,7 @@ end
 -- Finishes record `rec`: counters, flush waiters, then the callback.
 local function finish(self, rec, res)
   self.n_pending = self.n_pending - 1
-  self.buffered_bytes = self.buffered_bytes - rec.mem
+  self.buffered_bytes = self.buffered_bytes - (rec.mem or rec.size)
   local fl = self.flushers
   for i = 1, #fl do
     local w = fl[i]
@@ -206,7 +207,7 @@ local function succeed(self, rec, shard_id, seq, sub)
   if #self.flushers == 0 then
     -- the common case, without finish()'s flush bookkeeping
     self.n_pending = self.n_pending - 1
-    self.buffered_bytes = self.buffered_bytes - rec.mem
+    self.buffered_bytes = self.buffered_bytes - (rec.mem or rec.size)
     if cb then
       local ok, err = pcall(cb, { ok = true, record = rec.record, ShardId = shard_id, SequenceNumber = seq,
                                   SubSequenceNumber = sub, attempts = rec.attempts })
@@ -249,6 +250,13 @@ local function le(a, b)
   return a <= b
 end
 M._le = le
+
+-- A record's hash key: its ExplicitHashKey, else MD5 of its partition key
+-- (not kept on the record: routing looks the key up in C, and the decimal
+-- is needed only for an aggregate's key and for range checks).
+local function hash_key_of(r)
+  return r.hk or hash_key(r.PartitionKey)
+end
 
 local function new_state(self, shard, now)
   local r = shard.HashKeyRange
@@ -306,7 +314,8 @@ local function route(self, rec, now)
     self.unrouted[#self.unrouted + 1] = rec
     return
   end
-  local shard = map:lookup_hash(rec.hk)
+  local hk = rec.hk
+  local shard = hk and map:lookup_hash(hk) or map:lookup(rec.PartitionKey)
   push_fresh(self, self.states[shard.ShardId], rec, now)
 end
 
@@ -443,9 +452,13 @@ function Producer:put(record)
         local now = now_fn()
         local id = self.next_id + 1
         self.next_id = id
-        local hk = hash_key(pk)
-        local rec = { record = record, PartitionKey = pk, Data = data, hk = hk, size = size, mem = size,
-                      id = id, t = now, deadline = now + self.ttl, attempts = 0 }
+        -- eight fields with `shard`, the most a table holds without
+        -- growing its hash part past 8 slots: the hash key is computed
+        -- again where it is needed (hash_key_of), the deadline is t + ttl
+        -- and the memory held is size (records with an ExplicitHashKey,
+        -- put through _accept, carry hk and mem)
+        local rec = { record = record, PartitionKey = pk, Data = data, size = size, id = id, t = now,
+                      attempts = 0 }
         self.n_put = self.n_put + 1
         self.bytes_put = self.bytes_put + size
         self.n_pending = self.n_pending + 1
@@ -454,7 +467,7 @@ function Producer:put(record)
         local map = self.map
         local fresh_n, fresh_bytes, first = self.fresh_n, self.fresh_bytes, self.first_fresh
         if map then
-          local st = self.states[map:lookup_hash(hk).ShardId]
+          local st = self.states[map:lookup(pk).ShardId]
           local t = st.qt + 1
           st.q[t] = rec
           st.qt = t
@@ -508,7 +521,6 @@ function Producer:_put_checked(record)
       #data, #pk, size, M.MAX_RECORD_BYTES),
       { kind = "validation", field = "Data", rule = "max", op = "producer:put" })
   end
-  local hk = ehk
   if ehk ~= nil then
     local ok, why
     if type(ehk) == "string" then ok, why = u128_check(ehk) end
@@ -517,8 +529,6 @@ function Producer:_put_checked(record)
         .. (why and (": " .. why.message) or ""),
         { kind = "validation", field = "ExplicitHashKey", rule = "pattern", op = "producer:put" })
     end
-  else
-    hk = hash_key(pk)
   end
   local mem = size + (ehk and #ehk or 0)
   local where = runtime.where()
@@ -530,17 +540,16 @@ function Producer:_put_checked(record)
     local ok, err = self:_start_driver()
     if not ok then return nil, err end
   end
-  return self:_accept(record, pk, data, ehk, hk, size, mem, where)
+  return self:_accept(record, pk, data, ehk, size, mem, where)
 end
 
 -- Takes a checked record into the buffer, and sends what is due.
-function Producer:_accept(record, pk, data, ehk, hk, size, mem, where)
+function Producer:_accept(record, pk, data, ehk, size, mem, where)
   local now = now_fn()
   local id = self.next_id + 1
   self.next_id = id
-  local rec = { record = record, PartitionKey = pk, Data = data, ExplicitHashKey = ehk, hk = hk,
-                size = size, mem = mem, id = id, t = now, deadline = now + self.opts.record_ttl,
-                attempts = 0 }
+  local rec = { record = record, PartitionKey = pk, Data = data, ExplicitHashKey = ehk, hk = ehk,
+                size = size, mem = ehk and mem or nil, id = id, t = now, attempts = 0 }
   self.n_put = self.n_put + 1
   self.bytes_put = self.bytes_put + size
   self.n_pending = self.n_pending + 1
@@ -735,7 +744,7 @@ function Producer:_build(now, force)
           else
             local a, aerr = aggregate(recs, { max_bytes = agg_max })
             if not a then error("kinesis.producer: aggregate failed: " .. tostring(aerr)) end
-            e = { recs = recs, Data = a.Data, PartitionKey = a.PartitionKey, ExplicitHashKey = first.hk,
+            e = { recs = recs, Data = a.Data, PartitionKey = a.PartitionKey, ExplicitHashKey = hash_key_of(first),
                   size = #a.Data + #a.PartitionKey, attempts = 1, shard = s }
             self.n_aggregates = self.n_aggregates + 1
             self.n_aggregated = self.n_aggregated + m
@@ -782,42 +791,11 @@ function Producer:_build(now, force)
   return { entries = entries, n = n, bytes = bytes, shards = shards_used, records = nrec }
 end
 
--- The JSON body of a request, written directly: the records were checked at
--- put, so the generic validation and encoder are not needed on this path.
--- Partition keys as JSON strings; keys repeat, so they are cached (the
--- cache is dropped when it grows past QUOTED_MAX entries).
-local QUOTED_MAX = 20000
-local quoted, n_quoted = {}, 0
-local function quote(pk)
-  local q = quoted[pk]
-  if q then return q end
-  q = json_string(pk)
-  if n_quoted >= QUOTED_MAX then quoted, n_quoted = {}, 0 end
-  quoted[pk] = q
-  n_quoted = n_quoted + 1
-  return q
-end
-
+-- The JSON body of a request, written in C by the producer's batch writer
+-- (src/l_batch.c): the records were checked at put, so the generic
+-- validation and encoder are not needed on this path.
 local function encode(self, req)
-  local parts = { self.body_head }
-  local k = 1
-  local entries = req.entries
-  for i = 1, req.n do
-    local e = entries[i]
-    local ehk = e.ExplicitHashKey
-    parts[k + 1] = i > 1 and ',{"Data":"' or '{"Data":"'
-    parts[k + 2] = b64encode(e.Data)
-    parts[k + 3] = '","PartitionKey":'
-    parts[k + 4] = quote(e.PartitionKey)
-    if ehk then
-      parts[k + 5] = ',"ExplicitHashKey":"' .. ehk .. '"}'
-    else
-      parts[k + 5] = "}"
-    end
-    k = k + 5
-  end
-  parts[k + 1] = "]}"
-  return concat(parts)
+  return self.writer:put_records(self.body_head, req.entries, req.n)
 end
 
 -- An entry failed (err): retried after a full-jitter backoff while its
@@ -825,16 +803,17 @@ end
 local function entry_failed(self, e, err, retryable, now)
   local s = e.shard
   local recs = e.recs
+  local ttl = self.ttl
   local deadline
   if recs then
     deadline = huge
     for _, r in ipairs(recs) do
       r.last_err = err
-      if r.deadline < deadline then deadline = r.deadline end
+      if r.t + ttl < deadline then deadline = r.t + ttl end
     end
   else
     e.last_err = err
-    deadline = e.deadline
+    deadline = e.t + ttl
   end
   if self.exit_at and self.exit_at < deadline then deadline = self.exit_at end
   local delay = random() * min(self.opts.retry_base * 2 ^ (e.attempts - 1), self.opts.retry_max_delay)
@@ -874,7 +853,7 @@ function Producer:_ack_aggregate(e, shard_id, seq, range, now)
   if range then
     local lo, hi = range.lo, range.hi
     for _, r in ipairs(recs) do
-      local hk = r.hk
+      local hk = hash_key_of(r)
       if not (le(lo, hk) and le(hk, hi)) then fits = false break end
     end
   else
@@ -890,7 +869,7 @@ function Producer:_ack_aggregate(e, shard_id, seq, range, now)
                     reason = "aggregate acknowledged on a shard that does not hold all its records" }
   for _, r in ipairs(recs) do
     r.last_err = perr("WrongShard", "aggregate landed on " .. shard_id .. " outside its records' shard")
-    if r.deadline <= now then
+    if r.t + self.ttl <= now then
       fail(self, r, expired(self, r))
     elseif self.map and not self.stale then
       route(self, r, now)
@@ -968,16 +947,38 @@ function Producer:_send(req)
       local e, r = entries[i], results[i]
       local code = r.ErrorCode
       local shard_id, seq = r.ShardId, r.SequenceNumber
-      if not code and not e.recs and #self.flushers == 0 and shard_id == e.shard.id and type(seq) == "string" then
-        -- the common case inline: a plain record acknowledged where predicted
-        self.n_acked = self.n_acked + 1
-        self.bytes_acked = self.bytes_acked + e.size
-        self.n_pending = self.n_pending - 1
-        self.buffered_bytes = self.buffered_bytes - e.mem
-        if cb then
-          local ok, cerr = pcall(cb, { ok = true, record = e.record, ShardId = shard_id, SequenceNumber = seq,
-                                       attempts = e.attempts })
-          if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(cerr)) end
+      if not code and #self.flushers == 0 and shard_id == e.shard.id and type(seq) == "string" then
+        -- the common case inline: acknowledged on the shard predicted, no
+        -- flush waiting (finish() does the same with flush bookkeeping)
+        local recs = e.recs
+        if not recs then
+          self.n_acked = self.n_acked + 1
+          self.bytes_acked = self.bytes_acked + e.size
+          self.n_pending = self.n_pending - 1
+          self.buffered_bytes = self.buffered_bytes - (e.mem or e.size)
+          if cb then
+            local ok, cerr = pcall(cb, { ok = true, record = e.record, ShardId = shard_id, SequenceNumber = seq,
+                                         attempts = e.attempts })
+            if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(cerr)) end
+          end
+        else
+          for j = 1, #recs do
+            local rec = recs[j]
+            self.n_acked = self.n_acked + 1
+            self.bytes_acked = self.bytes_acked + rec.size
+            self.n_pending = self.n_pending - 1
+            self.buffered_bytes = self.buffered_bytes - (rec.mem or rec.size)
+            if cb then
+              local ok, cerr = pcall(cb, { ok = true, record = rec.record, ShardId = shard_id, SequenceNumber = seq,
+                                           SubSequenceNumber = j - 1, attempts = rec.attempts })
+              if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(cerr)) end
+            end
+            -- a callback that started a flush gets the rest through succeed()
+            if #self.flushers > 0 and j < #recs then
+              for k = j + 1, #recs do succeed(self, recs[k], shard_id, seq, k - 1) end
+              break
+            end
+          end
         end
       elseif code then
         if code == THROTTLED then throttle(self, e.shard, now) end
@@ -1009,7 +1010,8 @@ function Producer:_expire(now)
   if now < self.next_expire then return end
   self.next_expire = now + EXPIRE_EVERY
   local exit_at = self.exit_at
-  local function gone(r) return r.deadline <= now or (exit_at ~= nil and exit_at <= now) end
+  local ttl = self.ttl
+  local function gone(r) return r.t + ttl <= now or (exit_at ~= nil and exit_at <= now) end
   for _, s in ipairs(self.state_list) do
     local q = s.q
     while s.qh <= s.qt and gone(q[s.qh]) do

@@ -10,7 +10,9 @@
 //
 //   node producer_proxy.js --upstream URL --port-file F [--parent PID]
 // Control (never faulted):
-//   POST /__proxy/config {fail_rate, reset_rate, drop_rate, delay_ms, seed}
+//   POST /__proxy/config {fail_rate, reset_rate, drop_rate, delay_ms, seed, reset_every, drop_every}
+//     (reset_every / drop_every: also reset the Nth PutRecords, drop the Nth
+//     forwarded one, so a short run meets each fault whatever its batching)
 //   GET  /__proxy/stats   {requests, forwarded, failed_entries, resets, drops, passed}
 //   GET  /__proxy/dropped [{PartitionKey, Data (base64), ExplicitHashKey}] written by dropped answers
 'use strict';
@@ -31,7 +33,8 @@ const args = parseArgs(process.argv.slice(2));
 const upstream = new URL(args.upstream);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
-let cfg = { fail_rate: 0, reset_rate: 0, drop_rate: 0, delay_ms: 0 };
+let cfg = { fail_rate: 0, reset_rate: 0, drop_rate: 0, delay_ms: 0, reset_every: 0, drop_every: 0 };
+let nput = 0, nforward = 0;
 let stats = { requests: 0, forwarded: 0, failed_entries: 0, resets: 0, drops: 0, passed: 0 };
 let dropped = [];
 
@@ -55,7 +58,9 @@ function control(req, res, body) {
   if (what === 'config' && req.method === 'POST') {
     const c = JSON.parse(body.toString() || '{}');
     cfg = { fail_rate: c.fail_rate || 0, reset_rate: c.reset_rate || 0, drop_rate: c.drop_rate || 0,
-            delay_ms: c.delay_ms || 0 };
+            delay_ms: c.delay_ms || 0, reset_every: c.reset_every || 0, drop_every: c.drop_every || 0 };
+    nput = 0;
+    nforward = 0;
     if (c.seed !== undefined) seed = c.seed;
     stats = { requests: 0, forwarded: 0, failed_entries: 0, resets: 0, drops: 0, passed: 0 };
     dropped = [];
@@ -98,7 +103,8 @@ function handle(req, res, body) {
       res.end(out);
     });
   }
-  if (rand() < cfg.reset_rate) {
+  nput++;
+  if (rand() < cfg.reset_rate || (cfg.reset_every > 0 && nput % cfg.reset_every === 0)) {
     stats.resets++;
     req.socket.destroy();
     return;
@@ -112,6 +118,7 @@ function handle(req, res, body) {
   });
   stats.failed_entries += failed.size;
   const drop = rand() < cfg.drop_rate;
+  const forced = keep.length > 0 && cfg.drop_every > 0 && (nforward + 1) % cfg.drop_every === 0;
   const splice = (upRecords) => {
     const out = [];
     let j = 0;
@@ -131,9 +138,10 @@ function handle(req, res, body) {
   }
   params.Records = keep;
   stats.forwarded++;
+  nforward++;
   forward(req, Buffer.from(JSON.stringify(params)), (status, headers, out) => {
     if (status === null) { req.socket.destroy(); return; }
-    if (drop) {
+    if (drop || forced) {
       // written upstream, but the client never hears of it
       stats.drops++;
       for (const r of keep) dropped.push(r);
