@@ -35,6 +35,8 @@ typedef struct kn_member {
   int target;       /* shape index */
   int required;
   int id;           /* 1-based index into the binding's key-string table */
+  int seen_next;    /* decode: index of the member that followed this one
+                     * in the last object read (a guess, checked) */
 } kn_member;
 
 typedef struct kn_shape {
@@ -51,6 +53,7 @@ typedef struct kn_shape {
   size_t nmembers;
   int member;       /* list: element shape index */
   int key, value;   /* map: key and value shape indexes */
+  int seen_first;   /* decode: index of the member read first last time */
 } kn_shape;
 
 typedef struct kn_model {

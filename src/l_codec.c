@@ -909,8 +909,99 @@ static int skip_value(dec_state *st, int depth)
 
 static int dec(dec_state *st, int si);
 
-/* After '{' was seen by the caller: members into the table on top. */
-static int dec_object(dec_state *st, const kn_shape *sh)
+/* The members of a structure are read onto the stack as key/value pairs
+ * first and the table is made once they are known, with a hash part of
+ * exactly that size: a GetRecords record then takes a 4-node table instead
+ * of one sized for every member the model knows, and never grows. A body
+ * repeating members cannot pile up: every DEC_PAIRS pairs go into the
+ * table. Pairs are set in order, so a later duplicate wins and a later
+ * null removes an earlier value, as in cjson. */
+#define DEC_PAIRS 16
+
+static void dec_flush(lua_State *L, int tbl, int npairs, int hint)
+{
+  int i;
+  if (lua_isnil(L, tbl)) {
+    lua_createtable(L, 0, hint);
+    lua_replace(L, tbl);
+  }
+  for (i = 0; i < npairs; i++) {
+    lua_pushvalue(L, tbl + 1 + 2 * i);
+    lua_pushvalue(L, tbl + 2 + 2 * i);
+    lua_rawset(L, tbl);
+  }
+  lua_settop(L, tbl);
+}
+
+/* After '{' was seen by the caller: a structure (or union) of shape sh
+ * into a new table on top. */
+static int dec_struct(dec_state *st, kn_shape *sh)
+{
+  lua_State *L = st->L;
+  int tbl, rc, npairs = 0, nset = 0;
+  kn_member *last = NULL;
+  if (!lua_checkstack(L, 2 * DEC_PAIRS + 8)) return dec_err(st, "out of stack");
+  lua_pushnil(L); /* the table, once its size is known */
+  tbl = lua_gettop(L);
+  st->p++;
+  skip_ws(st);
+  if (st->p < st->end && *st->p == '}') {
+    st->p++;
+    lua_createtable(L, 0, 0);
+    lua_replace(L, tbl);
+    return 0;
+  }
+  for (;;) {
+    const char *k;
+    size_t kn;
+    const kn_member *m = NULL;
+    skip_ws(st);
+    if (st->p >= st->end || *st->p != '"') return dec_err(st, "expected a member name");
+    if (read_string(st, &k, &kn) != 0) return -1;
+    skip_ws(st);
+    if (st->p >= st->end || *st->p != ':') return dec_err(st, "expected ':'");
+    st->p++;
+    /* a service writes the members of its objects in one order: the one
+     * that came next last time is tried before the binary search */
+    if (sh->nmembers > 0) {
+      const kn_member *g = &sh->members[last != NULL ? last->seen_next : sh->seen_first];
+      if (g->name_len == kn && memcmp(g->name, k, kn) == 0) m = g;
+      else m = kn_codec_member(sh, k, kn);
+    }
+    if (m == NULL) {
+      if (skip_value(st, st->depth) != 0) return -1;
+    } else {
+      int mi = (int)(m - sh->members);
+      if (last != NULL) last->seen_next = mi;
+      else sh->seen_first = mi;
+      last = &sh->members[mi];
+      lua_rawgeti(L, st->keys, m->id);
+      rc = dec(st, m->target);
+      if (rc < 0) return -1;
+      if (rc == 1) lua_pushnil(L);
+      else nset++;
+      if (++npairs == DEC_PAIRS) {
+        dec_flush(L, tbl, npairs, nset);
+        npairs = 0;
+      }
+    }
+    skip_ws(st);
+    if (st->p >= st->end) return dec_err(st, "unexpected end");
+    if (*st->p == ',') {
+      st->p++;
+      continue;
+    }
+    if (*st->p == '}') {
+      st->p++;
+      dec_flush(L, tbl, npairs, nset);
+      return 0;
+    }
+    return dec_err(st, "expected ',' or '}'");
+  }
+}
+
+/* After '{' was seen by the caller: map entries into the table on top. */
+static int dec_map(dec_state *st, const kn_shape *sh)
 {
   lua_State *L = st->L;
   int tbl = lua_gettop(L), rc;
@@ -929,24 +1020,11 @@ static int dec_object(dec_state *st, const kn_shape *sh)
     skip_ws(st);
     if (st->p >= st->end || *st->p != ':') return dec_err(st, "expected ':'");
     st->p++;
-    if (sh->type == KN_CT_MAP) {
-      lua_pushlstring(L, k, kn);
-      rc = dec(st, sh->value);
-      if (rc < 0) return -1;
-      if (rc == 1) lua_pushnil(L); /* null: absent (a later duplicate wins, as in cjson) */
-      lua_rawset(L, tbl);
-    } else {
-      const kn_member *m = kn_codec_member(sh, k, kn);
-      if (m == NULL) {
-        if (skip_value(st, st->depth) != 0) return -1;
-      } else {
-        lua_rawgeti(L, st->keys, m->id);
-        rc = dec(st, m->target);
-        if (rc < 0) return -1;
-        if (rc == 1) lua_pushnil(L);
-        lua_rawset(L, tbl);
-      }
-    }
+    lua_pushlstring(L, k, kn);
+    rc = dec(st, sh->value);
+    if (rc < 0) return -1;
+    if (rc == 1) lua_pushnil(L); /* null: absent (a later duplicate wins, as in cjson) */
+    lua_rawset(L, tbl);
     skip_ws(st);
     if (st->p >= st->end) return dec_err(st, "unexpected end");
     if (*st->p == ',') {
@@ -994,7 +1072,7 @@ static int dec_array(dec_state *st, const kn_shape *sh)
 static int dec(dec_state *st, int si)
 {
   lua_State *L = st->L;
-  const kn_shape *sh = &st->c->model.shapes[si];
+  kn_shape *sh = &st->c->model.shapes[si];
   const char *s;
   size_t n;
   double d;
@@ -1077,10 +1155,16 @@ static int dec(dec_state *st, int si)
       lua_newtable(L);
       return 0;
     }
-    if (sh->type == KN_CT_LIST) lua_newtable(L);
-    else lua_createtable(L, 0, sh->type == KN_CT_MAP ? 0 : (int)sh->nmembers);
     st->depth++;
-    rc = sh->type == KN_CT_LIST ? dec_array(st, sh) : dec_object(st, sh);
+    if (sh->type == KN_CT_LIST) {
+      lua_newtable(L);
+      rc = dec_array(st, sh);
+    } else if (sh->type == KN_CT_MAP) {
+      lua_newtable(L);
+      rc = dec_map(st, sh);
+    } else {
+      rc = dec_struct(st, sh);
+    }
     st->depth--;
     return rc;
   default:
