@@ -188,7 +188,9 @@ describe("kinesis.dynamodb against dynalite", function()
     local quiet = assert(dynamodb.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials,
       log = function(ev) if ev.event == "request" then sent = sent + 1 end end })
     local cases = {
-      { {}, "TableName", "required" },
+      -- several required members missing: the first in name order, every time
+      { {}, "Key", "required" },
+      { { Key = { k = { S = "a" } } }, "TableName", "required" },
       { { TableName = T, Bogus = 1 }, "Bogus", "unknown" },
       { { TableName = T, Key = { k = { S = "a", N = "1" } } }, "Key", "union" },
       { { TableName = T, Key = { k = { S = 5 } } }, "Key", "type" },

@@ -65,6 +65,23 @@ if utf8 and utf8.len then
 end
 M.utf8_length = utf8_length
 
+-- A structure's required member names in name order, so that a value
+-- missing several reports the same one every time (pairs() order changes
+-- from one Lua state to the next); cached per shape table.
+local required_cache = setmetatable({}, { __mode = "k" })
+local function required_of(shape)
+  local list = required_cache[shape]
+  if not list then
+    list = {}
+    for name, m in pairs(shape.members) do
+      if m.required then list[#list + 1] = name end
+    end
+    table.sort(list)
+    required_cache[shape] = list
+  end
+  return list
+end
+
 -- A failure carries the path as segments, innermost first; each level adds
 -- its own on the way out, so a successful check builds no path strings.
 local function fail(rule, message)
@@ -153,8 +170,8 @@ function check(shapes, sname, v)
       local ok, err = check(shapes, m.target, x)
       if not ok then return add_segment(err, k) end
     end
-    for name, m in pairs(members) do
-      if m.required and v[name] == nil then
+    for _, name in ipairs(required_of(shape)) do
+      if v[name] == nil then
         return add_segment(select(2, fail("required", "is required")), name)
       end
     end
