@@ -694,3 +694,64 @@ describe("signer output", function()
     assert.equal(44, select(2, out.signed_headers:gsub(";", "")) + 1)
   end)
 end)
+
+describe("signer:sign_headers (the request pipeline's positional form)", function()
+  local function positional(s, o, headers)
+    return s:sign_headers(headers, o.method, o.path, o.body, o.region, o.service,
+      o.access_key, o.secret_key, o.session_token, o.time)
+  end
+  local function copy(headers)
+    local out = {}
+    for i, h in ipairs(headers) do out[i] = { h[1], h[2] } end
+    return out
+  end
+
+  it("appends exactly the headers sign{} returns, after the caller's, token or not", function()
+    for _, token in ipairs { false, "TOKEN/abc+=" } do
+      local o = kinesis_opts{ session_token = token or nil }
+      local want = assert(core.signer():sign(o))
+      local headers = copy(o.headers)
+      local got = assert(positional(core.signer(), o, headers))
+      assert.equal(headers, got)
+      assert.same(o.headers, { headers[1], headers[2], headers[3] })
+      local added = {}
+      for i = 4, #headers do added[#added + 1] = headers[i] end
+      assert.same(want.headers, added)
+      assert.equal(token and 6 or 5, #headers)
+    end
+  end)
+
+  it("signs the same as sign{} again and again with one signer (key and contexts reused)", function()
+    local s = core.signer()
+    for i = 1, 5 do
+      local o = kinesis_opts{ time = SUITE_TIME + i * 86400, body = ("x"):rep(i * 100) }
+      local want = assert(core.signer():sign(o)).authorization
+      local headers = positional(s, o, copy(o.headers))
+      assert.equal(want, headers[#headers][2])
+      -- the derived key again, with the same key held by the HMAC context
+      headers = positional(s, o, copy(o.headers))
+      assert.equal(want, headers[#headers][2])
+    end
+  end)
+
+  it("fails as sign{} does: nil, err, and nothing appended", function()
+    local o = kinesis_opts{ region = "us east 1" }
+    local headers = copy(o.headers)
+    local out, err = positional(core.signer(), o, headers)
+    assert.is_nil(out)
+    assert.equal("invalid_request", err.code)
+    assert.matches("invalid region", err.message, 1, true)
+    assert.equal(3, #headers)
+    o = kinesis_opts()
+    headers = copy(o.headers)
+    headers[#headers + 1] = { "Authorization", "x" }
+    out, err = positional(core.signer(), o, headers)
+    assert.is_nil(out)
+    assert.matches("set by the signer", err.message)
+    assert.has_error(function() positional(core.signer(), kinesis_opts{ secret_key = {} }, {}) end,
+      "sign: field 'secret_key' must be a string (got table)")
+    assert.has_error(function() positional(core.signer(), kinesis_opts{ time = "now" }, {}) end,
+      "sign: field 'time' must be a number (got string)")
+    assert.has_error(function() core.signer():sign_headers("Host: x") end)
+  end)
+end)

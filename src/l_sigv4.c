@@ -88,12 +88,27 @@ static void opt_string(lua_State *L, int opts, const char *name,
   }
 }
 
-/* opts.time: nil = now; a number of seconds (a fraction is dropped). Out
- * of range values become -1, which the core rejects with a message. */
-static int64_t opt_time(lua_State *L, int opts)
+/* The string argument at idx under the option name `name`: nil -> *p =
+ * NULL; a string -> pointer and length (anchored by the caller's stack);
+ * anything else raises as opt_string does. */
+static void arg_string(lua_State *L, int idx, const char *name, const char **p, size_t *len)
+{
+  if (lua_isnoneornil(L, idx)) {
+    *p = NULL;
+    *len = 0;
+  } else if (lua_type(L, idx) == LUA_TSTRING) {
+    *p = lua_tolstring(L, idx, len);
+  } else {
+    luaL_error(L, "sign: field '%s' must be a string (got %s)", name, luaL_typename(L, idx));
+  }
+}
+
+/* The time value on top of the stack, popped: nil = now; a number of
+ * seconds (a fraction is dropped). Out of range values become -1, which
+ * the core rejects with a message. */
+static int64_t top_time(lua_State *L)
 {
   int64_t t;
-  lua_getfield(L, opts, "time");
   if (lua_isnil(L, -1)) {
     t = (int64_t)time(NULL);
   } else if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -115,10 +130,28 @@ static int64_t opt_time(lua_State *L, int opts)
   return t;
 }
 
+/* opts.time, as top_time reads it. */
+static int64_t opt_time(lua_State *L, int opts)
+{
+  lua_getfield(L, opts, "time");
+  return top_time(L);
+}
+
 static void set_lstring(lua_State *L, const char *k, const char *v, size_t n)
 {
   lua_pushlstring(L, v, n);
   lua_setfield(L, -2, k);
+}
+
+/* t[idx] = { name, v } for the table at stack index t (absolute). */
+static void push_pair_at(lua_State *L, int t, int idx, const char *name, const char *v, size_t n)
+{
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, name);
+  lua_rawseti(L, -2, 1);
+  lua_pushlstring(L, v, n);
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, t, idx);
 }
 
 static void push_pair(lua_State *L, int idx, const char *name, const char *v, size_t n)
@@ -196,6 +229,56 @@ static int l_signer_sign(lua_State *L)
   return 1;
 }
 
+/* signer:sign_headers(headers, method, path, body, region, service,
+ *                     access_key, secret_key, session_token, time)
+ *   -> headers | nil, err
+ * The request pipeline's path: the signature sign{...} makes with its
+ * defaults (path normalised, body hashed, token signed), but positional
+ * and without the result table: the signer's headers (X-Amz-Date,
+ * X-Amz-Security-Token when a token is given, Authorization) are appended
+ * to the array `headers` as { name, value } pairs, which is returned.
+ * Errors and their messages are sign's. */
+static int l_signer_sign_headers(lua_State *L)
+{
+  kn_sigv4_signer *s = (kn_sigv4_signer *)luaL_checkudata(L, 1, KN_SIGNER_MT);
+  kn_header stackbuf[KN_STACK_HEADERS];
+  kn_sigv4_request req;
+  kn_sigv4_result res;
+  int rc, idx;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 11);
+  luaL_checkstack(L, 20, "sign");
+  memset(&req, 0, sizeof req);
+  arg_string(L, 3, "method", &req.method, &req.method_len);
+  arg_string(L, 4, "path", &req.path, &req.path_len);
+  arg_string(L, 5, "body", &req.body, &req.body_len);
+  arg_string(L, 6, "region", &req.region, &req.region_len);
+  arg_string(L, 7, "service", &req.service, &req.service_len);
+  arg_string(L, 8, "access_key", &req.access_key, &req.access_key_len);
+  arg_string(L, 9, "secret_key", &req.secret_key, &req.secret_key_len);
+  arg_string(L, 10, "session_token", &req.session_token, &req.session_token_len);
+  req.normalize_path = 1;
+  lua_pushvalue(L, 11);
+  req.time = top_time(L);
+  /* the strings of the headers stay referenced by the table at 2 */
+  req.headers = kn_read_headers(L, 2, "sign", stackbuf, KN_STACK_HEADERS, &req.header_count);
+
+  rc = kn_sigv4_sign(s, &req, &res);
+  memset(res.signing_key, 0, sizeof res.signing_key);
+  if (rc != KN_SIGV4_OK)
+    return kn_fail(L, rc == KN_SIGV4_EINVAL ? "invalid_request"
+                      : rc == KN_SIGV4_ENOMEM ? "out_of_memory" : "crypto",
+                   kn_sigv4_signer_error(s));
+  idx = (int)lua_rawlen(L, 2);
+  push_pair_at(L, 2, ++idx, "X-Amz-Date", res.amz_date, 16);
+  if (req.session_token != NULL && req.session_token_len > 0)
+    push_pair_at(L, 2, ++idx, "X-Amz-Security-Token", req.session_token, req.session_token_len);
+  push_pair_at(L, 2, ++idx, "Authorization", res.authorization, res.authorization_len);
+  lua_pushvalue(L, 2);
+  return 1;
+}
+
 int kn_open_sigv4(lua_State *L)
 {
   static const luaL_Reg funcs[] = {
@@ -206,6 +289,7 @@ int kn_open_sigv4(lua_State *L)
   };
   static const luaL_Reg methods[] = {
     {"sign", l_signer_sign},
+    {"sign_headers", l_signer_sign_headers},
     {"cache_stats", l_signer_cache_stats},
     {"close", l_signer_destroy},
     {NULL, NULL}

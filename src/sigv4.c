@@ -494,8 +494,9 @@ static int crypto_ready(kn_sigv4_signer *s)
   OSSL_PARAM params[2];
   int rc = KN_SIGV4_ECRYPTO;
 
-  if (s->md != NULL && s->mac != NULL) return KN_SIGV4_OK;
+  if (s->md != NULL && s->mdctx != NULL && s->mac != NULL) return KN_SIGV4_OK;
   if (s->md == NULL && (s->md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) goto cleanup;
+  if (s->mdctx == NULL && (s->mdctx = EVP_MD_CTX_new()) == NULL) goto cleanup;
   if (s->mac == NULL) {
     if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL) goto cleanup;
     if ((s->mac = EVP_MAC_CTX_new(mac)) == NULL) goto cleanup;
@@ -514,27 +515,50 @@ cleanup:
   return rc;
 }
 
+/* One reused digest context: EVP_Digest would allocate and free one per
+ * call, which costs more than hashing a short canonical request. */
 static int s_sha256(kn_sigv4_signer *s, const void *data, size_t len,
                     unsigned char out[KN_SHA256_LEN])
 {
   unsigned int n = 0;
-  if (!EVP_Digest(data, len, out, &n, s->md, NULL) || n != KN_SHA256_LEN) {
+  if (!EVP_DigestInit_ex2(s->mdctx, s->md, NULL) || !EVP_DigestUpdate(s->mdctx, data, len) ||
+      !EVP_DigestFinal_ex(s->mdctx, out, &n) || n != KN_SHA256_LEN) {
     ERR_clear_error();
     return KN_SIGV4_ECRYPTO;
   }
   return KN_SIGV4_OK;
 }
 
+/* HMAC-SHA256 with the reused context. Keying it is most of the cost of a
+ * short message, so when the key is the one it already holds (the signing
+ * key of the previous signature, the usual case) it is re-initialised
+ * without being keyed again. */
 static int s_hmac(kn_sigv4_signer *s, const void *key, size_t key_len,
                   const void *msg, size_t msg_len, unsigned char out[KN_SHA256_LEN])
 {
   size_t n = 0;
-  if (!EVP_MAC_init(s->mac, key, key_len, NULL) || !EVP_MAC_update(s->mac, msg, msg_len) ||
+  int same = s->mac_keyed && key_len == KN_SHA256_LEN &&
+             CRYPTO_memcmp(s->mac_key, key, KN_SHA256_LEN) == 0;
+  s->mac_keyed = 0;
+  if (!EVP_MAC_init(s->mac, same ? NULL : key, same ? 0 : key_len, NULL) ||
+      !EVP_MAC_update(s->mac, msg, msg_len) ||
       !EVP_MAC_final(s->mac, out, &n, KN_SHA256_LEN) || n != KN_SHA256_LEN) {
     ERR_clear_error();
     return KN_SIGV4_ECRYPTO;
   }
   return KN_SIGV4_OK;
+}
+
+/* s_hmac, then remembers that the context holds `key` (a signing key). */
+static int s_hmac_signing(kn_sigv4_signer *s, const unsigned char key[KN_SHA256_LEN],
+                          const void *msg, size_t msg_len, unsigned char out[KN_SHA256_LEN])
+{
+  int rc = s_hmac(s, key, KN_SHA256_LEN, msg, msg_len, out);
+  if (rc == KN_SIGV4_OK) {
+    memcpy(s->mac_key, key, KN_SHA256_LEN);
+    s->mac_keyed = 1;
+  }
+  return rc;
 }
 
 /* ---- signing key ----------------------------------------------------- */
@@ -622,6 +646,7 @@ int kn_sigv4_signer_free(kn_sigv4_signer *s)
   free(s->entries);
   free(s->qpairs);
   EVP_MAC_CTX_free(s->mac);
+  EVP_MD_CTX_free(s->mdctx);
   EVP_MD_free(s->md);
   OPENSSL_cleanse(s, sizeof *s);
   return kn_sigv4_signer_init(s);
@@ -850,7 +875,7 @@ int kn_sigv4_sign(kn_sigv4_signer *s, const kn_sigv4_request *req,
 
   /* Signature and Authorization. */
   if ((rc = signing_key(s, req, out->amz_date, key)) != KN_SIGV4_OK) goto cleanup;
-  if ((rc = s_hmac(s, key, sizeof key, s->sts.b.data, s->sts.b.len, digest)) != KN_SIGV4_OK)
+  if ((rc = s_hmac_signing(s, key, s->sts.b.data, s->sts.b.len, digest)) != KN_SIGV4_OK)
     goto cleanup;
   kn_hex_encode(digest, sizeof digest, out->signature);
   out->signature[2 * KN_SHA256_LEN] = '\0';

@@ -119,7 +119,10 @@ typedef struct kn_sigv4_signer {
   struct kn_sigv4_qpair *qpairs;   /* query sort array, owned */
   size_t qpairs_cap;
   EVP_MD *md;                      /* SHA-256, fetched on first use, owned */
+  EVP_MD_CTX *mdctx;               /* SHA-256 context, reused, owned */
   EVP_MAC_CTX *mac;                /* HMAC-SHA256 context, reused, owned */
+  int mac_keyed;                   /* mac holds mac_key: re-initialised without it */
+  unsigned char mac_key[KN_SHA256_LEN]; /* the signing key last given to mac */
   char err[200];
 } kn_sigv4_signer;
 

@@ -176,6 +176,33 @@ end
 
 local USER_AGENT = "lua-kinesis/" .. tostring(core._VERSION) .. " " .. tostring(_VERSION):gsub(" ", "/")
 
+-- The headers every request for (endpoint, operation) starts with: the
+-- same strings and pairs each call, so built once and shared by the
+-- requests (nothing changes a pair after; each request gets its own array,
+-- to which the signer appends its headers). Weak keys: endpoints from the
+-- rule set come and go with the endpoint cache.
+local function base_headers(self, ep, op)
+  local by_ep = self.header_cache[ep]
+  if not by_ep then
+    by_ep = {}
+    self.header_cache[ep] = by_ep
+  end
+  local base = by_ep[op]
+  if not base then
+    base = {
+      { "Host", ep.host_header },
+      { "Content-Type", "application/x-amz-json-" .. self.service.json_version },
+      { "X-Amz-Target", self.service.target_prefix .. "." .. op.name },
+      { "User-Agent", USER_AGENT },
+    }
+    if ep.headers then
+      for _, h in ipairs(ep.headers) do base[#base + 1] = h end
+    end
+    by_ep[op] = base
+  end
+  return base
+end
+
 --- Builds the signed HTTP request for `op` with `body` (the encoded
 -- `params`); nil, err on failure.
 function Client:build_request(op, body, params)
@@ -199,26 +226,23 @@ function Client:build_request(op, body, params)
     end
     return nil, errors.new { kind = "validation", code = "CredentialsError", message = tostring(cerr), op = op.name }
   end
-  local headers = {
-    { "Host", ep.host_header },
-    { "Content-Type", "application/x-amz-json-" .. self.service.json_version },
-    { "X-Amz-Target", self.service.target_prefix .. "." .. op.name },
-    { "User-Agent", USER_AGENT },
-  }
-  if ep.headers then
-    for _, h in ipairs(ep.headers) do headers[#headers + 1] = h end
+  local base = base_headers(self, ep, op)
+  local headers
+  if #base == 4 then
+    -- room for the signer's two or three in the array part from the start
+    headers = { base[1], base[2], base[3], base[4], nil, nil, nil }
+  else
+    headers = {}
+    for i = 1, #base do headers[i] = base[i] end
   end
-  local signed, serr = self.signer:sign {
-    method = "POST", path = ep.path, headers = headers, body = body,
-    region = ep.signing_region or self.region, service = ep.signing_name or self.service.signing_name,
-    access_key = creds.access_key_id, secret_key = creds.secret_access_key,
-    session_token = creds.session_token,
-    time = floor((self.clock and self.clock() or os.time()) + self.clock_offset),
-  }
+  -- one C call signs and appends X-Amz-Date, the token and Authorization
+  local signed, serr = self.signer:sign_headers(headers, "POST", ep.path, body,
+    ep.signing_region or self.region, ep.signing_name or self.service.signing_name,
+    creds.access_key_id, creds.secret_access_key, creds.session_token,
+    floor((self.clock and self.clock() or os.time()) + self.clock_offset))
   if not signed then
     return nil, errors.new { kind = "validation", code = "SigningError", message = tostring(serr), op = op.name }
   end
-  for _, h in ipairs(signed.headers) do headers[#headers + 1] = h end
   return { method = "POST", url = ep.url, headers = headers, body = body }
 end
 
@@ -595,7 +619,7 @@ function M.new(cfg, service)
       account_id = cfg.account_id,
       account_id_endpoint_mode = cfg.account_id_endpoint_mode or env_nonempty("AWS_ACCOUNT_ID_ENDPOINT_MODE"),
     },
-    endpoint_cache = {}, endpoint_cache_size = 0,
+    endpoint_cache = {}, endpoint_cache_size = 0, header_cache = setmetatable({}, { __mode = "k" }),
   }, Client)
   local ok, provider = pcall(credentials.chain, {
     credentials = cfg.credentials, profile = cfg.profile, region = region,
