@@ -148,8 +148,18 @@ static void push_error(lua_State *L, const kn_transport *t, kn_transport_error e
 
 static void push_lower(lua_State *L, const char *s, size_t n)
 {
+  char small[64];
   luaL_Buffer b;
   size_t i;
+  if (n <= sizeof small) {
+    /* header names are short: lowered on the C stack, one string made */
+    for (i = 0; i < n; i++) {
+      char c = s[i];
+      small[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    lua_pushlstring(L, small, n);
+    return;
+  }
   luaL_buffinit(L, &b);
   for (i = 0; i < n; i++) {
     char c = s[i];

@@ -87,24 +87,41 @@ kn_header *kn_read_headers(lua_State *L, int idx, const char *what,
   if (lua_type(L, idx) != LUA_TTABLE)
     luaL_error(L, "%s: bad 'headers' (table expected, got %s)", what, luaL_typename(L, idx));
 
-  /* pass 1: check every entry and count them, before anything is lent */
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "%s: bad header '%s' (string value expected, got %s)", what,
-                   lua_tostring(L, -2), luaL_typename(L, -1));
-    } else if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TTABLE) {
-      lua_rawgeti(L, -1, 1);
-      lua_rawgeti(L, -2, 2);
-      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "%s: bad 'headers' entry (expected {name, value} strings)", what);
-      lua_pop(L, 2);
-    } else {
-      luaL_error(L, "%s: bad 'headers' entry (expected {name, value} or name = value)", what);
+  /* pass 1: check every entry and count them, before anything is lent.
+   * While the entries come as the pairs 1, 2, 3, ... (an array, the usual
+   * case) they are read into stackbuf on the way, and pass 2 is spared. */
+  {
+    int in_order = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        in_order = 0;
+        if (lua_type(L, -1) != LUA_TSTRING)
+          luaL_error(L, "%s: bad header '%s' (string value expected, got %s)", what,
+                     lua_tostring(L, -2), luaL_typename(L, -1));
+      } else if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+          luaL_error(L, "%s: bad 'headers' entry (expected {name, value} strings)", what);
+        if (in_order && n < stackn && lua_tonumber(L, -4) == (lua_Number)(n + 1)) {
+          /* the strings stay referenced by the pair, which the table holds */
+          hs[n].name = lua_tolstring(L, -2, &hs[n].name_len);
+          hs[n].value = lua_tolstring(L, -1, &hs[n].value_len);
+        } else {
+          in_order = 0;
+        }
+        lua_pop(L, 2);
+      } else {
+        luaL_error(L, "%s: bad 'headers' entry (expected {name, value} or name = value)", what);
+      }
+      n++;
+      lua_pop(L, 1);
     }
-    n++;
-    lua_pop(L, 1);
+    if (in_order) {
+      *count = n;
+      return hs;
+    }
   }
   /* a GC-owned array when big: a raise later leaks nothing */
   if (n > stackn) hs = (kn_header *)lua_newuserdata(L, n * sizeof *hs);

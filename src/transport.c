@@ -188,6 +188,7 @@ kn_transport *kn_transport_new(const kn_transport_opts *opts)
     t->opts.cafile = t->cafile_copy;
   }
   t->conn_fd = CURL_SOCKET_BAD;
+  t->seen_fd = CURL_SOCKET_BAD;
   t->easy = curl_easy_init();
   if (t->easy == NULL) goto fail;
   return t;
@@ -513,6 +514,7 @@ static void drop_connection(kn_transport *t)
 {
   if (still_same_connection(t)) shutdown(t->conn_fd, SHUT_RDWR);
   t->conn_fd = CURL_SOCKET_BAD;
+  t->seen_fd = CURL_SOCKET_BAD;
   t->fresh = 1;
 }
 
@@ -523,7 +525,7 @@ static void drop_connection(kn_transport *t)
  * connection is dropped; after a failed transfer the next request opens a
  * new connection. HTTP/2 frames its streams itself and its connection is
  * shared by other transfers: left alone. */
-static void keep_or_drop(kn_transport *t, CURLcode code)
+static void keep_or_drop(kn_transport *t, CURLcode code, long connects)
 {
   curl_socket_t fd = CURL_SOCKET_BAD;
   long local_port = -1, peer_port = -1;
@@ -531,6 +533,7 @@ static void keep_or_drop(kn_transport *t, CURLcode code)
 
   t->conn_fd = CURL_SOCKET_BAD;
   if (code != CURLE_OK) {
+    t->seen_fd = CURL_SOCKET_BAD;
     t->fresh = 1;
     return;
   }
@@ -546,9 +549,19 @@ static void keep_or_drop(kn_transport *t, CURLcode code)
   t->conn_fd = fd;
   t->conn_local_port = local_port;
   t->conn_peer_port = peer_port;
-  if (!still_same_connection(t)) {
-    t->conn_fd = CURL_SOCKET_BAD;
-    return;
+  /* a transfer that opened no connection and reports the descriptor and
+   * ports checked last time ran on that same connection: the two system
+   * calls that would confirm it again are spared */
+  if (connects != 0 || fd != t->seen_fd || local_port != t->seen_local_port
+      || peer_port != t->seen_peer_port) {
+    t->seen_fd = CURL_SOCKET_BAD;
+    if (!still_same_connection(t)) {
+      t->conn_fd = CURL_SOCKET_BAD;
+      return;
+    }
+    t->seen_fd = fd;
+    t->seen_local_port = local_port;
+    t->seen_peer_port = peer_port;
   }
   pfd.fd = fd;
   pfd.events = POLLIN;
@@ -569,8 +582,8 @@ kn_transport_error kn_tr_finish(kn_transport *t, CURLcode code)
 {
   long n = 0;
   t->requests++;
-  if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK && n > 0)
-    t->connects += (unsigned long)n;
+  if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &n) != CURLE_OK) n = -1;
+  if (n > 0) t->connects += (unsigned long)n;
   if (curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status) != CURLE_OK)
     t->status = 0;
   if (curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &t->http_version) != CURLE_OK)
@@ -578,7 +591,7 @@ kn_transport_error kn_tr_finish(kn_transport *t, CURLcode code)
   if (curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &t->os_errno) != CURLE_OK)
     t->os_errno = 0;
   t->curl_code = (int)code;
-  keep_or_drop(t, code);
+  keep_or_drop(t, code, n);
   if (code != CURLE_OK && t->oom) {
     snprintf(t->errbuf, sizeof t->errbuf, "out of memory while receiving the response");
     t->result = KN_TE_TRANSPORT;

@@ -61,6 +61,10 @@ struct kn_transport {
    * it for reuse (see keep_or_drop); conn_fd < 0 when none */
   curl_socket_t conn_fd;
   long conn_local_port, conn_peer_port;
+  /* the connection keep_or_drop last checked with getsockname/getpeername
+   * (seen_fd < 0: none): a transfer that reused it is not checked again */
+  curl_socket_t seen_fd;
+  long seen_local_port, seen_peer_port;
   int fresh;                     /* the next request opens a new connection */
 
   /* streaming (kn_request.stream): `body` holds the unread bytes only */
