@@ -38,9 +38,11 @@ function M.time()
 end
 
 --- "plain" | "loop" (a task of kinesis.run) | "nginx".
+local loop_current_task = loop.current_task
 function M.where()
-  if nginx() then return "nginx" end
-  if loop.current_task() then return "loop" end
+  -- asked on every producer:put: the common answers without a call
+  if rawget(_G, "ngx") ~= nil and nginx() then return "nginx" end
+  if loop_current_task() then return "loop" end
   return "plain"
 end
 
