@@ -11,6 +11,7 @@
 #include "base64.h"
 #include "buf.h"
 #include "codec.h"
+#include "decoder.h"
 #include "lbind.h"
 #include "u128.h"
 
@@ -1172,27 +1173,24 @@ static int dec(dec_state *st, int si)
   }
 }
 
-/* state:decode(index, body) -> table | nil, message. An empty body is {};
- * so is a body that is JSON null. Never raises on the body's content. */
-static int l_decode(lua_State *L)
+/* Decodes body[0..n) by shape si onto the stack: 1 (the table) or 2 (nil,
+ * message); nothing else is left behind. */
+static int decode_body(lua_State *L, codec_ud *c, int si, const char *body, size_t n)
 {
-  codec_ud *c = luaL_checkudata(L, 1, KN_CODEC_MT);
-  int si = check_index(L, c, 2), rc;
-  size_t n;
-  const char *body = luaL_checklstring(L, 3, &n);
   dec_state st;
-  lua_settop(L, 3);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->keys_ref); /* 4 */
+  int rc, keys;
+  if (n == 0) {
+    lua_newtable(L);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->keys_ref);
+  keys = lua_gettop(L);
   memset(&st, 0, sizeof st);
   st.L = L;
   st.c = c;
   st.start = st.p = body;
   st.end = body + n;
-  st.keys = 4;
-  if (n == 0) {
-    lua_newtable(L);
-    return 1;
-  }
+  st.keys = keys;
   rc = dec(&st, si);
   if (rc >= 0) {
     skip_ws(&st);
@@ -1200,7 +1198,7 @@ static int l_decode(lua_State *L)
   }
   if (c->scratch.cap > ((size_t)1 << 20)) kn_buf_free(&c->scratch);
   if (rc < 0) {
-    lua_settop(L, 4);
+    lua_settop(L, keys - 1);
     lua_pushnil(L);
     if (st.err_shape != NULL)
       lua_pushfstring(L, "unexpected response shape: %s %s at byte %d", st.err_shape,
@@ -1211,8 +1209,33 @@ static int l_decode(lua_State *L)
     return 2;
   }
   if (rc == 1) lua_newtable(L);
+  lua_remove(L, keys);
   return 1;
 }
+
+/* state:decode(index, body) -> table | nil, message. An empty body is {};
+ * so is a body that is JSON null. Never raises on the body's content. */
+static int l_decode(lua_State *L)
+{
+  codec_ud *c = luaL_checkudata(L, 1, KN_CODEC_MT);
+  int si = check_index(L, c, 2);
+  size_t n;
+  const char *body = luaL_checklstring(L, 3, &n);
+  lua_settop(L, 3);
+  return decode_body(L, c, si, body, n);
+}
+
+/* kn_decoder.decode (decoder.h): the same for a body held in C. A bad state
+ * or shape index (the caller's misuse) raises, as state:decode does. */
+static int decode_hook(lua_State *L, int state, lua_Integer shape, const char *body, size_t len)
+{
+  codec_ud *c = luaL_checkudata(L, state, KN_CODEC_MT);
+  if (c->model.shapes == NULL || shape < 1 || shape > (lua_Integer)c->model.nshapes)
+    return luaL_error(L, "kinesis.codec: bad shape index");
+  return decode_body(L, c, (int)shape - 1, body, len);
+}
+
+static const kn_decoder codec_decoder = {decode_hook};
 
 /* core.regex_test(pattern, s) -> boolean | nil, why: the C matcher of the
  * model's pattern subset, compiled per call (for specs and the fuzzer). */
@@ -1242,6 +1265,10 @@ int kn_open_codec(lua_State *L)
     {NULL, NULL},
   };
   kn_newclass(L, KN_CODEC_MT, methods, codec_gc);
+  luaL_getmetatable(L, KN_CODEC_MT);
+  lua_pushlightuserdata(L, (void *)&codec_decoder);
+  lua_setfield(L, -2, KN_DECODER_FIELD);
+  lua_pop(L, 1);
   lua_pushcfunction(L, l_codec_new);
   lua_setfield(L, -2, "codec");
   lua_pushcfunction(L, l_regex_test);
