@@ -249,6 +249,9 @@ end
 --- Sends a built request and turns the response into (out, nil, meta) or (nil, err, meta).
 function Client:send(op, req)
   local shapes = self.service.shapes
+  -- the curl transport decodes a 2xx body where it lies (resp.out); other
+  -- transports ignore this and hand back the body
+  req.decode = codec.decoder(shapes, op.output)
   local resp, terr = self:transport():send(req)
   if not resp then
     return nil, errors.transport(op.name, terr or {})
@@ -259,7 +262,8 @@ function Client:send(op, req)
     err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
     return nil, err, meta
   end
-  local out, derr = codec.decode(shapes, op.output, resp.body)
+  local out, derr = resp.out, resp.decode_error
+  if out == nil and derr == nil then out, derr = codec.decode(shapes, op.output, resp.body) end
   if not out then
     -- its framing may be off too (a short Content-Length): not reused
     local t = self._transport
