@@ -183,6 +183,29 @@ describe("kinesis.dynamodb against dynalite", function()
     assert.equal("3", out.Attributes.counter.N)
   end)
 
+  it("waits with the waiters of DynamoDB's model: table_exists, table_not_exists", function()
+    local name = "waited"
+    assert(db:create_table {
+      TableName = name, BillingMode = "PAY_PER_REQUEST",
+      KeySchema = { { AttributeName = "k", KeyType = "HASH" } },
+      AttributeDefinitions = { { AttributeName = "k", AttributeType = "S" } },
+    })
+    local fast = { delay = 0.01, max_delay = 0.05, timeout = 10 }
+    local out, err, attempts = db:wait("table_exists", { TableName = name }, fast)
+    assert.is_table(out, tostring(err))
+    assert.equal("ACTIVE", out.Table.TableStatus)
+    assert.is_true(attempts >= 1)
+    assert(db:delete_table { TableName = name })
+    assert(db:wait("TableNotExists", { TableName = name }, fast))
+    local gone, gerr = db:describe_table { TableName = name }
+    assert.is_nil(gone)
+    assert.equal("ResourceNotFoundException", gerr.code)
+    -- the Kinesis waiters are not this client's
+    local ok, why = pcall(db.wait, db, "stream_exists", { StreamName = "s" })
+    assert.is_false(ok)
+    assert.truthy(tostring(why):find("table_exists", 1, true), tostring(why))
+  end)
+
   it("refuses bad input before anything is sent", function()
     local sent = 0
     local quiet = assert(dynamodb.new { endpoint = srv.endpoint, region = peers.region, credentials = peers.credentials,

@@ -2,14 +2,14 @@
 -- an acceptor says success or failure, with the AWS SDKs' waiter backoff
 -- (exponential from min_delay, capped at max_delay, full jitter, trimmed to
 -- the time left). stream_exists, stream_not_exists and channel_active come
--- from the model; consumer_active and consumer_not_exists are our own.
+-- from the model; consumer_active and consumer_not_exists are our own. Each
+-- service has its own set (the DynamoDB client: table_exists, table_not_exists).
 
-local model = require "kinesis.model"
 local errors = require "kinesis.errors"
 local path_get = require("kinesis.paging").path_get
 
 local floor, log, random, min, max = math.floor, math.log, math.random, math.min, math.max
-local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
 
 local M = {}
 
@@ -17,30 +17,49 @@ local function snake(name)
   return (name:gsub("(%l)(%u)", "%1_%2"):lower())
 end
 
--- name -> { operation =, acceptors =, min_delay =, max_delay =, max_attempts = }
-local WAITERS = {}
-for opname, op in pairs(model.operations) do
-  for wname, w in pairs(op.waiters or {}) do
-    WAITERS[snake(wname)] = {
-      operation = opname, acceptors = w.acceptors, min_delay = w.min_delay,
-      max_delay = w.max_delay, max_attempts = w.max_attempts,
-    }
-  end
-end
--- consumers have no waiters in the model; these follow DescribeStreamConsumer
-WAITERS.consumer_active = {
-  operation = "DescribeStreamConsumer", min_delay = 1, max_delay = 30, max_attempts = 60,
-  acceptors = {
-    { state = "success", path = "ConsumerDescription.ConsumerStatus", expected = "ACTIVE", comparator = "stringEquals" },
-    { state = "retry", path = "ConsumerDescription.ConsumerStatus", expected = "CREATING", comparator = "stringEquals" },
-    { state = "failure", path = "ConsumerDescription.ConsumerStatus", expected = "DELETING", comparator = "stringEquals" },
+-- Waiters the model does not declare, by service name. Kinesis consumers
+-- have none in the model; these follow DescribeStreamConsumer.
+local EXTRA = {
+  kinesis = {
+    consumer_active = {
+      operation = "DescribeStreamConsumer", min_delay = 1, max_delay = 30, max_attempts = 60,
+      acceptors = {
+        { state = "success", path = "ConsumerDescription.ConsumerStatus", expected = "ACTIVE", comparator = "stringEquals" },
+        { state = "retry", path = "ConsumerDescription.ConsumerStatus", expected = "CREATING", comparator = "stringEquals" },
+        { state = "failure", path = "ConsumerDescription.ConsumerStatus", expected = "DELETING", comparator = "stringEquals" },
+      },
+    },
+    consumer_not_exists = {
+      operation = "DescribeStreamConsumer", min_delay = 1, max_delay = 30, max_attempts = 60,
+      acceptors = { { state = "success", error = "ResourceNotFoundException" } },
+    },
   },
 }
-WAITERS.consumer_not_exists = {
-  operation = "DescribeStreamConsumer", min_delay = 1, max_delay = 30, max_attempts = 60,
-  acceptors = { { state = "success", error = "ResourceNotFoundException" } },
-}
-M.WAITERS = WAITERS
+
+-- The waiters of a service descriptor (kinesis.client.KINESIS,
+-- kinesis.dynamodb.SERVICE): name -> { operation =, acceptors =, min_delay
+-- =, max_delay =, max_attempts = }, from the waiters its generated model
+-- puts on each operation, plus EXTRA; built once per descriptor.
+local built = setmetatable({}, { __mode = "k" })
+function M.of(service)
+  local ws = built[service]
+  if ws then return ws end
+  ws = {}
+  for _, op in pairs(service.operations) do
+    -- operations may be listed under two keys (name and method)
+    for wname, w in pairs(op.waiters or {}) do
+      ws[snake(wname)] = {
+        operation = op.name, acceptors = w.acceptors, min_delay = w.min_delay,
+        max_delay = w.max_delay, max_attempts = w.max_attempts,
+      }
+    end
+  end
+  for name, w in pairs(EXTRA[service.name] or {}) do ws[name] = w end
+  built[service] = ws
+  return ws
+end
+
+M.WAITERS = M.of(require("kinesis.client").KINESIS)
 
 local function matches(acc, out, err)
   if acc.error then
@@ -70,10 +89,11 @@ end
 -- opts: delay (= min_delay), min_delay, max_delay, max_attempts, timeout,
 -- and sleep/now (defaults from the client's runtime).
 function M.wait(client, name, params, opts)
-  local w = WAITERS[name] or WAITERS[snake(name)]
+  local waiters = M.of(client.service)
+  local w = waiters[name] or waiters[snake(name)]
   if not w then
     local names = {}
-    for n in pairs(WAITERS) do names[#names + 1] = n end
+    for n in pairs(waiters) do names[#names + 1] = n end
     table.sort(names)
     error("kinesis: unknown waiter " .. tostring(name) .. " (waiters: " .. table.concat(names, ", ") .. ")", 3)
   end

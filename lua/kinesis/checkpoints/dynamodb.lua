@@ -158,16 +158,16 @@ function Store:_ensure_table()
   elseif out.Table.TableStatus == "ACTIVE" then
     return true
   end
-  local deadline = self.clock() + self.table_timeout
-  while true do
-    out, err = self:_call("describe_table", {})
-    if out and out.Table.TableStatus == "ACTIVE" then return true end
-    if not out and err.code ~= "ResourceNotFoundException" then return nil, err end
-    if self.clock() >= deadline then
-      return nil, store_error("LeaseTableNotActive", "lease table " .. self.table .. " did not become ACTIVE")
-    end
-    runtime.sleep(0.1)
+  -- the model's TableExists waiter, polled faster than its 20 s: a new
+  -- on-demand table is usually ACTIVE within seconds
+  local done, werr = self.db:wait("table_exists", { TableName = self.table },
+    { min_delay = 0.1, max_delay = 1, timeout = self.table_timeout })
+  if done then return true end
+  if werr.kind == "waiter" then
+    return nil, store_error("LeaseTableNotActive", "lease table " .. self.table .. " did not become ACTIVE: "
+      .. tostring(werr.message))
   end
+  return nil, werr
 end
 
 -- A DynamoDB client from the consumer's Kinesis client configuration (its
