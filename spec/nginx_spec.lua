@@ -8,12 +8,12 @@
 -- rock built with `luarocks --lua-version=5.1 make` loading in nginx on its own.
 
 local peers = require "support.peers"
+local nginx_support = require "support.nginx"
 local cjson = require "cjson"
 
 local ROOT = peers.root
-local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
-local MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
-local CJSON_CPATH = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so"
+local MODULES = nginx_support.modules
+local free_port = nginx_support.free_port
 
 local function sh_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -36,29 +36,7 @@ local function read_file(path)
   return s
 end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
 local function sleep(s) os.execute("sleep " .. s) end
-
-local PARENT_PID = tonumber((select(2, run("echo $PPID"))):match("%d+"))
-
-local function free_port()
-  local rc, out = run([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']])
-  assert(rc == 0, out)
-  return tonumber(out:match("%d+"))
-end
-
-local function fill(template, vars)
-  return (template:gsub("{{([%w_]+)}}", function(k)
-    local v = vars[k]
-    assert(v ~= nil, "template variable " .. k .. " has no value")
-    return tostring(v)
-  end))
-end
 
 -- HTTP to nginx with the curl CLI: status, decoded JSON body (or raw text)
 local function http(port, path)
@@ -103,74 +81,6 @@ local function eventually(f, tries, what)
   error("gave up waiting for " .. (what or "a condition"), 2)
 end
 
----------------------------------------------------------------- processes
-
--- starts node dns.js in the background; returns { port, pid, stop }
-local function start_dns()
-  local log = os.tmpname()
-  local rc, out = run("node " .. sh_quote(ROOT .. "/spec/nginx/dns.js") .. " --parent " .. PARENT_PID
-    .. " > " .. sh_quote(log) .. " 2>&1 & echo $!")
-  assert(rc == 0, out)
-  local pid = tonumber(out:match("%d+"))
-  local port = eventually(function()
-    local text = read_file(log) or ""
-    local p = text:match('"port":(%d+)')
-    return p and tonumber(p)
-  end, 100, "the DNS helper")
-  return { port = port, pid = pid, stop = function()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    os.remove(log)
-  end }
-end
-
--- the spec's configurations keep the pid file in the prefix, the example in logs/
-local function master_pid(prefix)
-  local s = read_file(prefix .. "/nginx.pid") or read_file(prefix .. "/logs/nginx.pid")
-  return s and tonumber(s:match("%d+"))
-end
-
--- Starts nginx from `conf_text` in a fresh prefix with `env` in its
--- environment; waits until it answers on `port`. A watchdog stops it if
--- this process dies first.
-local function start_nginx(conf_text, port, env, files)
-  local prefix = os.tmpname()
-  os.remove(prefix)
-  assert(os.execute("mkdir -p " .. sh_quote(prefix .. "/logs") .. " " .. sh_quote(prefix .. "/tmp")))
-  for name, text in pairs(files or {}) do write_file(prefix .. "/" .. name, text) end
-  conf_text = conf_text:gsub("{{PREFIX}}", prefix)
-  write_file(prefix .. "/nginx.conf", conf_text)
-  local envs = {}
-  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. sh_quote(v) end
-  local cmd = (#envs > 0 and ("env " .. table.concat(envs, " ") .. " ") or "")
-    .. sh_quote(NGINX) .. " -p " .. sh_quote(prefix) .. " -c " .. sh_quote(prefix .. "/nginx.conf")
-    .. " -e " .. sh_quote(prefix .. "/logs/error.log")
-  local rc, out = run(cmd)
-  if rc ~= 0 then
-    error("nginx did not start (" .. out .. ")\n" .. (read_file(prefix .. "/logs/error.log") or ""), 2)
-  end
-  local pid = eventually(function() return master_pid(prefix) end, 50, "nginx.pid")
-  os.execute(("sh -c 'while kill -0 %d 2>/dev/null; do if ! kill -0 %d 2>/dev/null; then kill -QUIT %d; exit 0; fi; sleep 1; done' >/dev/null 2>&1 &")
-    :format(pid, PARENT_PID, pid))
-  eventually(function()
-    local r = run("curl -sf -o /dev/null --noproxy '*' --max-time 2 http://127.0.0.1:" .. port .. "/ready")
-    return r == 0
-  end, 100, "nginx to answer")
-  local ngx_srv = { prefix = prefix, port = port, pid = pid }
-  function ngx_srv.log()
-    return read_file(prefix .. "/logs/error.log") or ""
-  end
-  function ngx_srv.stop()
-    os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
-    for _ = 1, 50 do
-      if not peers.alive(pid) then break end
-      sleep(0.1)
-    end
-    if peers.alive(pid) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-    os.execute("rm -rf " .. sh_quote(prefix))
-  end
-  return ngx_srv
-end
-
 local function summary(name, status)
   return cjson.encode { StreamDescriptionSummary = { StreamName = name, StreamStatus = status or "ACTIVE",
     OpenShardCount = 1 } }
@@ -190,7 +100,7 @@ end
 ---------------------------------------------------------------- the spec
 
 describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
-  local klocal, stub, dns, nginx
+  local klocal, stub, nginx
   local port
 
   lazy_setup(function()
@@ -198,25 +108,21 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
     assert(read_file(ROOT .. "/build/5.1/kinesis/core.so"), "build/5.1 is missing: run make LUA=luajit")
     klocal = peers.start("kinesis-local", { env = { SHARD_LIMIT = "200", CREATE_STREAM_DURATION = "20ms" } })
     stub = peers.start("stub", { tls = true })
-    dns = start_dns()
-    port = free_port()
-    local conf = fill(read_file(ROOT .. "/spec/nginx/nginx.conf"), {
-      MODULES = MODULES, PREFIX = "{{PREFIX}}", ROOT = ROOT, PORT = port, DNS_PORT = dns.port,
-      CAFILE = stub.cafile, CJSON_CPATH = CJSON_CPATH,
-    })
     local config = ("return { kinesis = %q, stub = %q, stub_port = %d, stub_tls_port = %d, "
       .. "credentials = { access_key_id = %q, secret_access_key = %q } }")
       :format(klocal.endpoint, stub.endpoint, stub.port, stub.tls_port,
               peers.credentials.access_key_id, peers.credentials.secret_access_key)
-    nginx = start_nginx(conf, port, {
-      AWS_ACCESS_KEY_ID = "AKIDFROMNGINXENV", AWS_SECRET_ACCESS_KEY = "env-secret",
-      KINESIS_SPEC_KEPT = "kept", KINESIS_SPEC_DROPPED = "dropped",
-    }, { ["spec_config.lua"] = config })
+    nginx = nginx_support.start {
+      conf = "spec/nginx/nginx.conf", dns = true, vars = { CAFILE = stub.cafile },
+      env = { AWS_ACCESS_KEY_ID = "AKIDFROMNGINXENV", AWS_SECRET_ACCESS_KEY = "env-secret",
+              KINESIS_SPEC_KEPT = "kept", KINESIS_SPEC_DROPPED = "dropped" },
+      files = { ["spec_config.lua"] = config },
+    }
+    port = nginx.port
   end)
 
   lazy_teardown(function()
-    if nginx then nginx.stop() end
-    if dns then dns.stop() end
+    if nginx then nginx:stop() end
     if stub then stub.stop() end
     if klocal then klocal.stop() end
   end)
@@ -237,7 +143,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
     end)
 
     it("loads the modules in the master at init time without I/O or errors", function()
-      local log = nginx.log()
+      local log = nginx:log()
       assert.falsy(has_line(log, "[error]"), log)
       assert.falsy(has_line(log, "[alert]"), log)
       assert.falsy(has_line(log, "[emerg]"), log)
@@ -705,16 +611,16 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
       assert.equal(1, n)
       conf = conf:gsub("%$prefix/%.%./%.%./", ROOT .. "/")
       conf = conf:gsub("(location / {)", "location = /ready { return 204; log_by_lua_block { } }\n    %1", 1)
-      local eport = free_port()
-      conf = conf:gsub("{{PORT}}", tostring(eport))
-      local srv = start_nginx(conf, eport, {
-        KINESIS_STREAM = stream, KINESIS_ENDPOINT = klocal.endpoint, AWS_REGION = peers.region,
-        AWS_ACCESS_KEY_ID = peers.credentials.access_key_id,
-        AWS_SECRET_ACCESS_KEY = peers.credentials.secret_access_key,
-        KINESIS_FLUSH_INTERVAL = tostring(flush_interval),
-        KINESIS_MAX_BUFFER_BYTES = max_buffer_bytes and tostring(max_buffer_bytes) or nil,
-      }, { ["kinesis_logger.lua"] = read_file(ROOT .. "/examples/openresty/kinesis_logger.lua") })
-      return srv, eport
+      local srv = nginx_support.start {
+        text = conf,
+        env = { KINESIS_STREAM = stream, KINESIS_ENDPOINT = klocal.endpoint, AWS_REGION = peers.region,
+                AWS_ACCESS_KEY_ID = peers.credentials.access_key_id,
+                AWS_SECRET_ACCESS_KEY = peers.credentials.secret_access_key,
+                KINESIS_FLUSH_INTERVAL = tostring(flush_interval),
+                KINESIS_MAX_BUFFER_BYTES = max_buffer_bytes and tostring(max_buffer_bytes) or nil },
+        files = { ["kinesis_logger.lua"] = read_file(ROOT .. "/examples/openresty/kinesis_logger.lua") },
+      }
+      return srv, srv.port
     end
 
     local function create(stream)
@@ -783,9 +689,9 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
           assert.equal("x=1", l.args)
           assert.equal(l.request_id, l.partition_key)
         end
-        assert.falsy(has_line(srv.log(), "[error]"), srv.log())
+        assert.falsy(has_line(srv:log(), "[error]"), srv:log())
       end)
-      srv.stop()
+      srv:stop()
       assert(ok, err)
     end)
 
@@ -800,7 +706,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
         assert.equal(7, st.pending)
         assert.equal(0, st.sent)
       end)
-      srv.stop()   -- graceful (SIGQUIT): the producer's sender sees the worker exiting and sends at once
+      srv:stop()   -- graceful (SIGQUIT): the producer's sender sees the worker exiting and sends at once
       assert(ok, err)
       local _, n = uris(read_lines("nginx-log-2"), "/bye/")
       assert.equal(7, n)
@@ -823,7 +729,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
         assert.is_true(st.producer.buffered_bytes_peak <= 1200, cjson.encode(st))
         assert.equal(st.buffered, st.pending)
       end)
-      srv.stop()
+      srv:stop()
       assert(ok, err)
       local _, n = uris(read_lines("nginx-log-3"), "/full/")
       assert.equal(st.buffered, n)
@@ -834,7 +740,7 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
     local tree, rock_nginx
 
     lazy_teardown(function()
-      if rock_nginx then rock_nginx.stop() end
+      if rock_nginx then rock_nginx:stop() end
       if tree then os.execute("rm -rf " .. sh_quote(tree)) end
     end)
 
@@ -849,15 +755,13 @@ describe("lua-kinesis inside nginx (lua-nginx-module, LuaJIT)", function()
       assert.equal(0, lrc, deps)
       assert.falsy(deps:find("libcurl", 1, true), deps)
 
-      local rport = free_port()
-      local conf = fill(read_file(ROOT .. "/spec/nginx/rock.conf"), {
-        MODULES = MODULES, PREFIX = "{{PREFIX}}", TREE = tree, PORT = rport, CJSON_CPATH = CJSON_CPATH,
-      })
       local config = ("return { kinesis = %q, credentials = { access_key_id = %q, secret_access_key = %q } }")
         :format(klocal.endpoint, peers.credentials.access_key_id, peers.credentials.secret_access_key)
-      rock_nginx = start_nginx(conf, rport, nil, { ["spec_config.lua"] = config })
+      rock_nginx = nginx_support.start { conf = "spec/nginx/rock.conf", vars = { TREE = tree },
+                                         files = { ["spec_config.lua"] = config } }
+      local rport = rock_nginx.port
       local status, r = http(rport, "/rock")
-      assert.equal(200, status, type(r) == "table" and cjson.encode(r) or (r .. rock_nginx.log()))
+      assert.equal(200, status, type(r) == "table" and cjson.encode(r) or (r .. rock_nginx:log()))
       assert.truthy(r.core:find(tree, 1, true), r.core)
       assert.truthy(r.transport:find(tree, 1, true), r.transport)
       assert.truthy(r.runtime:find(tree, 1, true), r.runtime)

@@ -6,7 +6,8 @@
 --
 --   local nginx = require "support.nginx"
 --   local srv = nginx.start{ conf = "spec/nginx/contract.conf", vars = { CAFILE = ... },
---                            files = { ["name.lua"] = "return {}" }, dns = true }
+--                            files = { ["name.lua"] = "return {}" }, dns = true,
+--                            env = { AWS_REGION = "us-east-1" } }
 --   local status, body = srv:post("/case/x", '{"json":1}')
 --   srv:log(); srv:stop()
 local peers = require "support.peers"
@@ -116,12 +117,14 @@ function Nginx:stop()
   return not peers.alive(self.pid)
 end
 
---- opts: conf (template path, relative to the project root), vars (values
--- for its {{NAME}} placeholders; MODULES, PREFIX, ROOT, PORT and CJSON_CPATH
--- are filled in here), files (name -> text, written into the prefix),
+--- opts: conf (template path, relative to the project root) or text (the
+-- template itself), vars (values for its {{NAME}} placeholders; MODULES,
+-- PREFIX, ROOT, PORT and CJSON_CPATH are filled in here), files (name ->
+-- text, written into the prefix), env (name -> value, nginx's environment),
 -- dns (true: also start spec/nginx/dns.js, which answers localhost and
 -- kinesis.spec.test with 127.0.0.1, and fill in DNS_PORT).
--- The template must serve `location = /ready`.
+-- The template must serve `location = /ready`; its pid file is nginx.pid in
+-- the prefix or in logs/ (the shipped example keeps nginx's default).
 function M.start(opts)
   local dns = opts.dns and start_dns() or nil
   local port = M.free_port()
@@ -132,20 +135,24 @@ function M.start(opts)
   local vars = { MODULES = M.modules, PREFIX = prefix, ROOT = peers.root, PORT = port,
                  CJSON_CPATH = M.cjson_cpath, DNS_PORT = dns and dns.port }
   for k, v in pairs(opts.vars or {}) do vars[k] = v end
-  local template = assert(read_file(peers.root .. "/" .. opts.conf), "no template " .. opts.conf)
+  local template = opts.text or assert(read_file(peers.root .. "/" .. opts.conf), "no template " .. tostring(opts.conf))
   local conf = template:gsub("{{([%w_]+)}}", function(k)
     assert(vars[k] ~= nil, "template variable " .. k .. " has no value")
     return tostring(vars[k])
   end)
   write_file(prefix .. "/nginx.conf", conf)
-  local rc, out = run(sh_quote(M.binary) .. " -p " .. sh_quote(prefix) .. " -c "
+  local envs = {}
+  for k, v in pairs(opts.env or {}) do envs[#envs + 1] = k .. "=" .. sh_quote(v) end
+  table.sort(envs)
+  local rc, out = run((#envs > 0 and ("env " .. table.concat(envs, " ") .. " ") or "")
+    .. sh_quote(M.binary) .. " -p " .. sh_quote(prefix) .. " -c "
     .. sh_quote(prefix .. "/nginx.conf") .. " -e " .. sh_quote(prefix .. "/logs/error.log"))
   if rc ~= 0 then
     if dns then dns.stop() end
     error("nginx did not start (" .. out .. ")\n" .. (read_file(prefix .. "/logs/error.log") or ""), 2)
   end
   local pid = eventually(function()
-    local s = read_file(prefix .. "/nginx.pid")
+    local s = read_file(prefix .. "/nginx.pid") or read_file(prefix .. "/logs/nginx.pid")
     return s and tonumber(s:match("%d+"))
   end, 50, "nginx.pid")
   os.execute(("sh -c 'while kill -0 %d 2>/dev/null; do if ! kill -0 %d 2>/dev/null; then kill -QUIT %d; exit 0; fi; sleep 1; done' >/dev/null 2>&1 &")
