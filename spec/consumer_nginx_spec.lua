@@ -5,12 +5,10 @@
 -- consumer:stop() and the timer records run()'s result. One worker.
 
 local peers = require "support.peers"
+local nginx = require "support.nginx"
 local cjson = require "cjson"
 
 local ROOT = peers.root
-local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
-local MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
-local CJSON_CPATH = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so"
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -33,7 +31,7 @@ local CONF = [[
 load_module {{MODULES}}/ndk_http_module.so;
 load_module {{MODULES}}/ngx_http_lua_module.so;
 worker_processes 1;
-error_log {{PREFIX}}/error.log info;
+error_log {{PREFIX}}/logs/error.log info;
 pid {{PREFIX}}/nginx.pid;
 events { worker_connections 128; }
 http {
@@ -66,6 +64,7 @@ http {
   }
   server {
     listen 127.0.0.1:{{PORT}};
+    location = /ready { return 204; }
     location = /count {
       content_by_lua_block {
         local dict = ngx.shared.consumer
@@ -98,7 +97,7 @@ http {
 ]]
 
 describe("kinesis.consumer inside nginx", function()
-  local srv, prefix, port
+  local srv, ngx_srv, port
 
   setup(function()
     assert(read_file(ROOT .. "/build/5.1/kinesis/core.so"), "build/5.1 is missing: make LUA=luajit")
@@ -106,29 +105,19 @@ describe("kinesis.consumer inside nginx", function()
     local client = peers.client(srv)
     assert(client:create_stream { StreamName = "ngx", ShardCount = 3 })
     assert(client:wait("stream_exists", { StreamName = "ngx" }, { delay = 0.1 }))
-    port = tonumber(sh([[node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})']]):match("%d+"))
-    prefix = os.tmpname()
-    os.remove(prefix)
-    os.execute("mkdir -p " .. q(prefix))
-    local conf = CONF:gsub("{{(%w+)}}", { MODULES = MODULES, PREFIX = prefix, ROOT = ROOT, CJSON_CPATH = CJSON_CPATH,
-      ENDPOINT = srv.endpoint, PORT = port })
-    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-    f:write(conf)
-    f:close()
-    local out = sh(NGINX .. " -p " .. q(prefix) .. " -c " .. q(prefix .. "/nginx.conf") .. " -e " .. q(prefix .. "/error.log"))
-    assert(read_file(prefix .. "/nginx.pid"), "nginx did not start: " .. out)
+    ngx_srv = nginx.start { text = CONF, vars = { ENDPOINT = srv.endpoint } }
+    port = ngx_srv.port
   end)
 
   teardown(function()
-    local pid = prefix and read_file(prefix .. "/nginx.pid")
-    if pid then os.execute("kill " .. pid:match("%d+") .. " 2>/dev/null") end
+    if ngx_srv then ngx_srv:stop() end
     if srv then srv:stop() end
   end)
 
   local function get(path)
     local out = sh("curl -sS --noproxy '*' --max-time 20 " .. q("http://127.0.0.1:" .. port .. path))
     local ok, v = pcall(cjson.decode, out)
-    assert(ok, "nginx answered: " .. out .. "\n" .. (read_file(prefix .. "/error.log") or ""):sub(-2000))
+    assert(ok, "nginx answered: " .. out .. "\n" .. ngx_srv:log():sub(-2000))
     return v
   end
 
@@ -155,6 +144,6 @@ describe("kinesis.consumer inside nginx", function()
       os.execute("sleep 0.1")
     end
     assert.are.equal("true nil stopped", c.result)
-    assert.is_nil((read_file(prefix .. "/error.log") or ""):match("%[error%]"))
+    assert.is_nil(ngx_srv:log():match("%[error%]"))
   end)
 end)
