@@ -528,3 +528,88 @@ describe("kinesis.codec.decode", function()
     assert.same({}, codec.decode(shapes, "GetRecordsOutput", " null "))
   end)
 end)
+
+describe("kinesis.codec.decode of repeated members and escaped blobs", function()
+  it("lets a later duplicate win and a later null remove, as the reference does", function()
+    local seqs = {}
+    for i = 1, 40 do seqs[i] = string.format('"SequenceNumber":"%d"', i) end
+    local bodies = {
+      '{"Records":[{"Data":"AA==","PartitionKey":"a","Data":"AQ==","PartitionKey":null}]}',
+      '{"Records":[{"PartitionKey":null,"PartitionKey":"b"}]}',
+      '{"Records":[{' .. table.concat(seqs, ",") .. ',"Data":"Ag=="}]}',
+      '{"Records":[{' .. table.concat(seqs, ",") .. ',"SequenceNumber":null}]}',
+      '{"MillisBehindLatest":1,"Records":[],"MillisBehindLatest":2,"NextShardIterator":"x","MillisBehindLatest":null}',
+    }
+    for _, body in ipairs(bodies) do
+      local got = assert(codec.decode(shapes, "GetRecordsOutput", body))
+      local want = assert(ref.decode(shapes, "GetRecordsOutput", body))
+      assert.same(want, got)
+    end
+    local r = codec.decode(shapes, "GetRecordsOutput", bodies[1]).Records[1]
+    assert.equal("\1", r.Data)
+    assert.is_nil(r.PartitionKey)
+    assert.equal("40", codec.decode(shapes, "GetRecordsOutput", bodies[3]).Records[1].SequenceNumber)
+    assert.is_nil(codec.decode(shapes, "GetRecordsOutput", bodies[4]).Records[1].SequenceNumber)
+    local top = codec.decode(shapes, "GetRecordsOutput", bodies[5])
+    assert.is_nil(top.MillisBehindLatest)
+    assert.equal("x", top.NextShardIterator)
+  end)
+
+  it("reads base64 written with JSON escapes, and refuses what is not base64", function()
+    local function data(text)
+      local out, err = codec.decode(shapes, "GetRecordsOutput", '{"Records":[{"Data":"' .. text .. '"}]}')
+      return out and out.Records[1].Data, err
+    end
+    assert.equal("\255\255", data("\\/\\/8="))
+    assert.equal("\0", data("AA\\u003d\\u003d"))
+    assert.equal("", data(""))
+    assert.equal("\0\1\2\255", data("AAEC/w=="))
+    for _, bad in ipairs { "AA=", "AAE", "A===", "AA=A", "AB==", "AA\\u0000A", "AA\1A", "AA\\\"A" } do
+      local out, err = data(bad)
+      assert.is_nil(out, bad)
+      assert.is_string(err)
+    end
+  end)
+end)
+
+describe("the curl transport decoding an answer where it lies", function()
+  local peers = require "support.peers"
+  local srv, c
+
+  lazy_setup(function()
+    srv = peers.start("kinesis-local", { env = { CREATE_STREAM_DURATION = "20ms" } })
+    c = peers.client(srv)
+  end)
+  lazy_teardown(function()
+    if c then c:close() end
+    if srv then srv.stop() end
+  end)
+
+  it("gives resp.out, no body, and the same table as decoding the body", function()
+    local op = client.operations.ListStreams
+    local params = { Limit = 5 }
+    local body = assert(codec.encode_input(shapes, op, params))
+    local t = c:transport()
+    local plain = assert(t:send(assert(c:build_request(op, body, params))))
+    assert.equal(200, plain.status)
+    assert.is_string(plain.body)
+    assert.is_nil(plain.out)
+    local req = assert(c:build_request(op, body, params))
+    req.decode = assert(codec.decoder(shapes, op.output))
+    local resp = assert(t:send(req))
+    assert.equal(200, resp.status)
+    assert.is_nil(resp.body)
+    assert.is_nil(resp.decode_error)
+    assert.is_table(resp.out)
+    assert.same(assert(codec.decode(shapes, op.output, plain.body)), resp.out)
+    assert.is_table(resp.out.StreamNames)
+    -- an answer that is not 2xx keeps its body for the error
+    local bad = assert(c:build_request(client.operations.DescribeStreamSummary,
+      '{"StreamName":"no-such-stream"}', { StreamName = "no-such-stream" }))
+    bad.decode = codec.decoder(shapes, "DescribeStreamSummaryOutput")
+    local r400 = assert(t:send(bad))
+    assert.equal(400, r400.status)
+    assert.is_string(r400.body)
+    assert.is_nil(r400.out)
+  end)
+end)
