@@ -1,8 +1,9 @@
 -- luajit_spec.lua - the pure core under LuaJIT, the VM OpenResty embeds:
 -- build/5.1/kinesis/core.so (make LUA=luajit) and the Lua modules run
 -- through `luajit` against the shared vectors (SigV4, hash keys and shard
--- maps, event-stream frames, base64), and the 5.1-compatible pure-core
--- specs (SigV4 suite, shard maps, validation) run again under LuaJIT busted.
+-- maps, event-stream frames, base64), and the 5.1-compatible specs (SigV4
+-- suite, shard maps, validation, the C codec, the producer's body writer,
+-- paging, errors) run again under LuaJIT busted.
 -- Each check runs in a luajit child process and reports JSON the spec reads.
 
 local cjson = require "cjson"
@@ -267,7 +268,7 @@ describe("the pure core under LuaJIT (build/5.1)", function()
   end)
 
   -- the 5.1-compatible specs of the pure core and the Lua layer, as they are
-  for _, name in ipairs { "sigv4", "shardmap", "validation" } do
+  for _, name in ipairs { "sigv4", "shardmap", "validation", "codec", "batch_writer", "paging", "errors" } do
     it("passes spec/" .. name .. "_spec.lua under LuaJIT busted", function()
       local rc, out = run(ENV .. sh_quote(LUAJIT) .. " /usr/bin/busted --lua=" .. sh_quote(LUAJIT)
         .. " -o plainTerminal spec/" .. name .. "_spec.lua")
