@@ -169,6 +169,25 @@ static void push_lower(lua_State *L, const char *s, size_t n)
   luaL_pushresult(&b);
 }
 
+/* 1 when a header before the i-th (h) has the same name, ignoring case. */
+static int seen_before(const kn_transport *t, size_t i, const kn_header *h)
+{
+  size_t j, k;
+  for (j = 0; j < i; j++) {
+    kn_header o;
+    kn_transport_header_at(t, j, &o);
+    if (o.name_len != h->name_len) continue;
+    for (k = 0; k < o.name_len; k++) {
+      char a = o.name[k], b = h->name[k];
+      if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+      if (b >= 'A' && b <= 'Z') b = (char)(b - 'A' + 'a');
+      if (a != b) break;
+    }
+    if (k == o.name_len) return 1;
+  }
+  return 0;
+}
+
 /* Pushes { status, http_version, headers, body, request_id } of t (body
  * only when with_body). */
 static void push_response(lua_State *L, const kn_transport *t, int with_body)
@@ -194,6 +213,12 @@ static void push_response(lua_State *L, const kn_transport *t, int with_body)
     kn_header h;
     kn_transport_header_at(t, i, &h);
     push_lower(L, h.name, h.name_len);          /* key */
+    if (!seen_before(t, i, &h)) {
+      /* the usual case, a name not met yet: no lookup of an old value */
+      lua_pushlstring(L, h.value, h.value_len);
+      lua_rawset(L, hdrs);
+      continue;
+    }
     lua_pushvalue(L, -1);
     lua_rawget(L, hdrs);                         /* key, old */
     if (lua_isnil(L, -1)) {
