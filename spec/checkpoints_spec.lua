@@ -8,7 +8,7 @@
 local checkpoints = require "kinesis.checkpoints"
 local peers = require "support.peers"
 
-local TMP = peers.root .. "/spec/.tmp"
+local TMP = peers.tmpdir("checkpoints")
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 

@@ -11,34 +11,8 @@ local cdata = require "support.cdata"
 local kinesis = require "kinesis"
 
 local ROOT = peers.root
-local TMP = ROOT .. "/spec/.tmp"
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
--- Starts `cmd` in the background; returns its pid.
-local function spawn_bg(cmd, logfile)
-  return tonumber(sh("sh -c " .. q(cmd .. " > " .. q(logfile) .. " 2>&1 & echo $!")))
-end
-
-local function alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-end
-
-local function wait_exit(pid, timeout)
-  local deadline = os.time() + timeout
-  while alive(pid) do
-    if os.time() > deadline then return false end
-    kinesis.sleep(0.1)
-  end
-  return true
-end
+local TMP = peers.tmpdir("consumer")
+local q, sh, spawn_bg, alive, wait_exit = peers.quote, peers.sh, peers.spawn, peers.alive, peers.wait_exit
 
 local function read_file(path)
   local f = io.open(path, "rb")

@@ -9,32 +9,10 @@ local peers = require "support.peers"
 local kinesis = require "kinesis"
 
 local ROOT = peers.root
-local TMP = ROOT .. "/spec/.tmp"
+-- files of this run only (the suite may run more than once at a time in one tree)
+local TMP = peers.tmpdir("leases-multi")
 local FAILOVER = 2
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function spawn_bg(cmd, logfile)
-  return tonumber(sh("sh -c " .. q(cmd .. " > " .. q(logfile) .. " 2>&1 & echo $!")))
-end
-
-local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
-
-local function wait_exit(pid, timeout)
-  local deadline = kinesis.now() + timeout
-  while alive(pid) do
-    if kinesis.now() > deadline then return false end
-    kinesis.sleep(0.1)
-  end
-  return true
-end
+local q, sh, spawn_bg, alive, wait_exit = peers.quote, peers.sh, peers.spawn, peers.alive, peers.wait_exit
 
 local function read_file(path)
   local f = io.open(path, "rb")
@@ -44,15 +22,8 @@ local function read_file(path)
   return s
 end
 
--- files of this run only (the suite may run more than once at a time in one tree)
-local RUN do
-  local f = io.open("/proc/self/stat", "r")
-  RUN = f and f:read("*l"):match("^(%d+)") or tostring(os.time())
-  if f then f:close() end
-end
-
 local function fresh(name)
-  local p = TMP .. "/leases-multi-" .. RUN .. "-" .. name
+  local p = TMP .. "/" .. name
   os.remove(p)
   return p
 end

@@ -284,6 +284,44 @@ function peers.client(srv, extra)
   return c
 end
 
+---------------------------------------------------------------- processes and files
+
+peers.quote = shell_quote
+
+--- stdout of a shell command.
+function peers.sh(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+--- Starts the shell command `cmd` in the background with its output in
+-- `logfile`; returns its pid.
+function peers.spawn(cmd, logfile)
+  return tonumber(peers.sh("sh -c " .. shell_quote(cmd .. " > " .. shell_quote(logfile) .. " 2>&1 & echo $!")))
+end
+
+--- Waits until pid is gone: true, or false after `timeout` seconds.
+function peers.wait_exit(pid, timeout)
+  for _ = 1, math.ceil(timeout * 10) do
+    if not alive(pid) then return true end
+    sleep(0.1)
+  end
+  return not alive(pid)
+end
+
+--- spec/.tmp/<name>-<pid>, created: the files of this process only, so
+-- runs of the suite side by side in one tree never share a file.
+function peers.tmpdir(name)
+  local f = io.open("/proc/self/stat", "r")
+  local pid = f and f:read("*l"):match("^(%d+)") or tostring(os.time())
+  if f then f:close() end
+  local dir = ROOT .. "/spec/.tmp/" .. name .. "-" .. pid
+  assert(os.execute("mkdir -p " .. shell_quote(dir)))
+  return dir
+end
+
 --- The whole content of a file (binary), or raises.
 function peers.read_file(path)
   local f = assert(io.open(path, "rb"))
