@@ -14,13 +14,17 @@
  *     outside the tables;
  *   - a message whose records all check encodes, and its encoding unwraps,
  *     scans and parses back to the same tables and records, and encodes
- *     again to the same bytes. */
+ *     again to the same bytes;
+ *   - the digest itself (src/md5.c) equals OpenSSL's MD5 of the input. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "kpl.h"
+#include "md5.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -116,6 +120,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   uint8_t *enc, *enc2;
   owned a, b;
   int rc, all_ok = 1;
+
+  {
+    uint8_t ours[KN_MD5_LEN], theirs[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    kn_md5(data, size, ours);
+    if (EVP_Digest(data, size, theirs, &n, EVP_md5(), NULL) != 1 || n != KN_MD5_LEN)
+      die("OpenSSL's MD5 failed", size, n);
+    if (memcmp(ours, theirs, KN_MD5_LEN) != 0) die("md5.c differs from OpenSSL's MD5", size, 0);
+  }
 
   rc = kn_kpl_unwrap(data, size, &pb, &len);
   if (rc == KN_KPL_OK) {
