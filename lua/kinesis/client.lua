@@ -243,7 +243,8 @@ function Client:build_request(op, body, params)
   if not signed then
     return nil, errors.new { kind = "validation", code = "SigningError", message = tostring(serr), op = op.name }
   end
-  return { method = "POST", url = ep.url, headers = headers, body = body }
+  -- decode = nil sizes the table for the field Client:send adds (no rehash)
+  return { method = "POST", url = ep.url, headers = headers, body = body, decode = nil }
 end
 
 --- Sends a built request and turns the response into (out, nil, meta) or (nil, err, meta).
@@ -256,7 +257,9 @@ function Client:send(op, req)
   if not resp then
     return nil, errors.transport(op.name, terr or {})
   end
-  local meta = { status = resp.status, request_id = resp.headers and resp.headers["x-amzn-requestid"] }
+  -- attempts = nil: room for the count Client:attempts adds
+  local meta = { status = resp.status, request_id = resp.headers and resp.headers["x-amzn-requestid"],
+                 attempts = nil }
   if resp.status < 200 or resp.status >= 300 then
     local err = errors.from_response(op.name, resp, self.credential_provider)
     err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
