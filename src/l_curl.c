@@ -5,7 +5,6 @@
  * No Lua runs while curl works: C fills its buffers and this file copies
  * them out afterwards. Timeouts are seconds; 0 = none. */
 #include "compat.h"
-#include "decoder.h"
 #include "transport.h"
 #include "l_util.h"
 
@@ -188,9 +187,8 @@ static int seen_before(const kn_transport *t, size_t i, const kn_header *h)
   return 0;
 }
 
-/* Pushes { status, http_version, headers, body, request_id } of t (body
- * only when with_body). */
-static void push_response(lua_State *L, const kn_transport *t, int with_body)
+/* Pushes { status, http_version, headers, body, request_id } of t. */
+static void push_response(lua_State *L, const kn_transport *t)
 {
   size_t i, nh = kn_transport_header_count(t), blen;
   const char *body = kn_transport_body(t, &blen);
@@ -202,10 +200,8 @@ static void push_response(lua_State *L, const kn_transport *t, int with_body)
   lua_setfield(L, resp, "status");
   lua_pushstring(L, kn_transport_http_version(t));
   lua_setfield(L, resp, "http_version");
-  if (with_body) {
-    lua_pushlstring(L, body, blen);
-    lua_setfield(L, resp, "body");
-  }
+  lua_pushlstring(L, body, blen);
+  lua_setfield(L, resp, "body");
 
   lua_createtable(L, 0, (int)(nh < 64 ? nh : 64));
   hdrs = lua_gettop(L);
@@ -288,46 +284,16 @@ static int l_easy_new(lua_State *L)
   return 1;
 }
 
-/* req.decode = { codec state, shape index } (kinesis.codec.decoder): the
- * decoder of decoder.h, with the state left on the stack (*state), or NULL
- * when the request has none. */
-static const kn_decoder *request_decoder(lua_State *L, int idx, int *state, lua_Integer *shape)
-{
-  const kn_decoder *d = NULL;
-  lua_getfield(L, idx, "decode");
-  if (lua_istable(L, -1)) {
-    lua_rawgeti(L, -1, 2);
-    *shape = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    lua_rawgeti(L, -1, 1);
-    if (luaL_testudata(L, -1, KN_DECODER_MT) != NULL && lua_getmetatable(L, -1)) {
-      lua_getfield(L, -1, KN_DECODER_FIELD);
-      d = (const kn_decoder *)lua_touserdata(L, -1);
-      lua_pop(L, 2);
-      *state = lua_gettop(L);
-    }
-  }
-  return d;
-}
-
-/* h:send(req) -> resp | nil, err. With req.decode, a 2xx body is decoded
- * where it lies, into resp.out (resp.decode_error, a message, when it does
- * not fit its shape) and resp.body is not made. */
 static int l_easy_send(lua_State *L)
 {
   l_easy *e = check_easy(L, 1);
   kn_request req;
   kn_header stackbuf[KN_STACK_HEADERS];
   kn_transport_error rc;
-  const kn_decoder *dec;
-  int dstate = 0;
-  lua_Integer shape = 0;
-  long status;
 
   if (kn_transport_busy(e->t))
     return luaL_error(L, "curl handle is busy in a multi");
   read_request(L, 2, &req, stackbuf);
-  dec = request_decoder(L, 2, &dstate, &shape);
   rc = kn_transport_perform(e->t, &req);
   if (rc != KN_TE_OK) {
     lua_pushnil(L);
@@ -335,22 +301,7 @@ static int l_easy_send(lua_State *L)
     kn_transport_clear(e->t);
     return 2;
   }
-  status = kn_transport_status(e->t);
-  if (dec != NULL && status >= 200 && status < 300) {
-    size_t blen;
-    const char *body = kn_transport_body(e->t, &blen);
-    int resp;
-    push_response(L, e->t, 0);
-    resp = lua_gettop(L);
-    if (dec->decode(L, dstate, shape, body, blen) == 1) {
-      lua_setfield(L, resp, "out");
-    } else {
-      lua_setfield(L, resp, "decode_error");
-      lua_pop(L, 1);
-    }
-  } else {
-    push_response(L, e->t, 1);
-  }
+  push_response(L, e->t);
   kn_transport_clear(e->t);
   return 1;
 }
@@ -521,7 +472,7 @@ static int l_multi_wait(lua_State *L)
     lua_pushinteger(L, (lua_Integer)id);
     lua_setfield(L, -2, "id");
     if (rc == KN_TE_OK) {
-      push_response(L, t, 1);
+      push_response(L, t);
       lua_setfield(L, -2, "resp");
     } else {
       push_error(L, t, rc);
@@ -581,7 +532,7 @@ static int l_multi_read(lua_State *L)
   lua_createtable(L, 0, 3);
   out = lua_gettop(L);
   if (!lua_toboolean(L, entry + 1) && kn_transport_stream_head(e->t)) {
-    push_response(L, e->t, 1);
+    push_response(L, e->t);
     lua_pushnil(L);
     lua_setfield(L, -2, "body");   /* the body comes as data */
     lua_setfield(L, out, "head");
