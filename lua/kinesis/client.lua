@@ -243,16 +243,12 @@ function Client:build_request(op, body, params)
   if not signed then
     return nil, errors.new { kind = "validation", code = "SigningError", message = tostring(serr), op = op.name }
   end
-  -- decode = nil sizes the table for the field Client:send adds (no rehash)
-  return { method = "POST", url = ep.url, headers = headers, body = body, decode = nil }
+  return { method = "POST", url = ep.url, headers = headers, body = body }
 end
 
 --- Sends a built request and turns the response into (out, nil, meta) or (nil, err, meta).
 function Client:send(op, req)
   local shapes = self.service.shapes
-  -- the curl transport decodes a 2xx body where it lies (resp.out); other
-  -- transports ignore this and hand back the body
-  req.decode = codec.decoder(shapes, op.output)
   local resp, terr = self:transport():send(req)
   if not resp then
     return nil, errors.transport(op.name, terr or {})
@@ -265,8 +261,7 @@ function Client:send(op, req)
     err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
     return nil, err, meta
   end
-  local out, derr = resp.out, resp.decode_error
-  if out == nil and derr == nil then out, derr = codec.decode(shapes, op.output, resp.body) end
+  local out, derr = codec.decode(shapes, op.output, resp.body)
   if not out then
     -- its framing may be off too (a short Content-Length): not reused
     local t = self._transport
