@@ -11,7 +11,6 @@
 #include "base64.h"
 #include "buf.h"
 #include "codec.h"
-#include "decoder.h"
 #include "lbind.h"
 #include "u128.h"
 
@@ -1312,18 +1311,6 @@ static int l_decode(lua_State *L)
   return decode_body(L, c, si, body, n);
 }
 
-/* kn_decoder.decode (decoder.h): the same for a body held in C. A bad state
- * or shape index (the caller's misuse) raises, as state:decode does. */
-static int decode_hook(lua_State *L, int state, lua_Integer shape, const char *body, size_t len)
-{
-  codec_ud *c = luaL_checkudata(L, state, KN_CODEC_MT);
-  if (c->model.shapes == NULL || shape < 1 || shape > (lua_Integer)c->model.nshapes)
-    return luaL_error(L, "kinesis.codec: bad shape index");
-  return decode_body(L, c, (int)shape - 1, body, len);
-}
-
-static const kn_decoder codec_decoder = {decode_hook};
-
 /* core.regex_test(pattern, s) -> boolean | nil, why: the C matcher of the
  * model's pattern subset, compiled per call (for specs and the fuzzer). */
 static int l_regex_test(lua_State *L)
@@ -1352,10 +1339,6 @@ int kn_open_codec(lua_State *L)
     {NULL, NULL},
   };
   kn_newclass(L, KN_CODEC_MT, methods, codec_gc);
-  luaL_getmetatable(L, KN_CODEC_MT);
-  lua_pushlightuserdata(L, (void *)&codec_decoder);
-  lua_setfield(L, -2, KN_DECODER_FIELD);
-  lua_pop(L, 1);
   lua_pushcfunction(L, l_codec_new);
   lua_setfield(L, -2, "codec");
   lua_pushcfunction(L, l_regex_test);

@@ -97,28 +97,6 @@ function M.decode(shapes, sname, body)
   return s.st:decode(s.index[sname], body)
 end
 
---- The decoder of shape `sname` for a transport that can decode a response
--- body where it lies (the curl binding's request field `decode`): a table
--- { state, index }, the same one each time, or nil when the reference
--- serves these shapes (then the body is decoded by M.decode).
-function M.decoder(shapes, sname)
-  if not sname then return nil end
-  local s = state_of(shapes)
-  if not s then return nil end
-  local ds = s.decoders
-  if not ds then
-    ds = {}
-    s.decoders = ds
-  end
-  local d = ds[sname]
-  if d == nil then
-    local index = s.index[sname]
-    d = index and { s.st, index } or false
-    ds[sname] = d
-  end
-  return d or nil
-end
-
 --- Converts a JSON value already parsed by cjson (event-stream payloads).
 M.convert = ref.convert
 M.null = ref.null
