@@ -942,43 +942,17 @@ function Producer:_send(req)
     end
   else
     local results = out.Records
-    local cb = self.on_result
     for i = 1, n do
       local e, r = entries[i], results[i]
       local code = r.ErrorCode
       local shard_id, seq = r.ShardId, r.SequenceNumber
-      if not code and #self.flushers == 0 and shard_id == e.shard.id and type(seq) == "string" then
-        -- the common case inline: acknowledged on the shard predicted, no
-        -- flush waiting (finish() does the same with flush bookkeeping)
+      if not code and shard_id == e.shard.id and type(seq) == "string" then
+        -- the common case: acknowledged on the shard predicted
         local recs = e.recs
         if not recs then
-          self.n_acked = self.n_acked + 1
-          self.bytes_acked = self.bytes_acked + e.size
-          self.n_pending = self.n_pending - 1
-          self.buffered_bytes = self.buffered_bytes - (e.mem or e.size)
-          if cb then
-            local ok, cerr = pcall(cb, { ok = true, record = e.record, ShardId = shard_id, SequenceNumber = seq,
-                                         attempts = e.attempts })
-            if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(cerr)) end
-          end
+          succeed(self, e, shard_id, seq, nil)
         else
-          for j = 1, #recs do
-            local rec = recs[j]
-            self.n_acked = self.n_acked + 1
-            self.bytes_acked = self.bytes_acked + rec.size
-            self.n_pending = self.n_pending - 1
-            self.buffered_bytes = self.buffered_bytes - (rec.mem or rec.size)
-            if cb then
-              local ok, cerr = pcall(cb, { ok = true, record = rec.record, ShardId = shard_id, SequenceNumber = seq,
-                                           SubSequenceNumber = j - 1, attempts = rec.attempts })
-              if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(cerr)) end
-            end
-            -- a callback that started a flush gets the rest through succeed()
-            if #self.flushers > 0 and j < #recs then
-              for k = j + 1, #recs do succeed(self, recs[k], shard_id, seq, k - 1) end
-              break
-            end
-          end
+          for j = 1, #recs do succeed(self, recs[j], shard_id, seq, j - 1) end
         end
       elseif code then
         if code == THROTTLED then throttle(self, e.shard, now) end
