@@ -707,6 +707,8 @@ static int read_string(dec_state *st, const char **s, size_t *n)
       }
     }
 #endif
+    /* found is only ever set by the SSE2 loop, which some builds leave out */
+    /* cppcheck-suppress knownConditionTrueFalse */
     while (!found && st->end - p >= 8) {
       uint64_t x, m;
       memcpy(&x, p, 8);
