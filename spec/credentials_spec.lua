@@ -1125,7 +1125,10 @@ http {
         local cjson = require "cjson"
         local offset = 0
         local p = require("kinesis.credentials").chain {
-          env = { HOME = "/nonexistent", AWS_EC2_METADATA_SERVICE_ENDPOINT = ngx.var.arg_meta },
+          -- a 5 s timeout (not IMDS's 1 s): on a loaded machine a slow
+          -- answer would be retried, and the token counted twice
+          env = { HOME = "/nonexistent", AWS_EC2_METADATA_SERVICE_ENDPOINT = ngx.var.arg_meta,
+                  AWS_METADATA_SERVICE_TIMEOUT = "5" },
           clock = function() return ngx.time() + offset end,
           transport_factory = function(topts) return require("kinesis.transport.cosocket").new(topts) end,
         }
@@ -1206,8 +1209,10 @@ http {
     assert.not_equal(body.first[1], body.second[1])
     assert.equal(2, body.loads)
     local st = meta:stats()
-    assert.equal(2, st.imds_credentials)
-    assert.equal(1, st.imds_token)
+    -- every counter in the message: a second token has been seen once in
+    -- a full-suite run and not reproduced since
+    assert.equal(2, st.imds_credentials, cjson.encode(st))
+    assert.equal(1, st.imds_token, cjson.encode(st) .. "\n" .. (read(prefix .. "/error.log") or ""):sub(-3000))
   end)
 end)
 
