@@ -45,33 +45,24 @@ const char *kn_kpl_strerror(int status)
   case KN_KPL_EINDEX: return "key index outside its table";
   case KN_KPL_ESPACE: return "buffer too small";
   case KN_KPL_ETOOBIG: return "aggregate too large";
-  case KN_KPL_ECRYPTO: return "MD5 digest failed";
   default: return "unknown KPL status";
   }
 }
 
 /* ---- framing --------------------------------------------------------------- */
 
-static int md5(const uint8_t *data, size_t len, uint8_t out[KN_KPL_DIGEST_LEN])
-{
-  kn_md5(data, len, out);
-  return KN_KPL_OK;
-}
-
 int kn_kpl_unwrap(const void *data, size_t len, const uint8_t **pb, size_t *pb_len)
 {
   const uint8_t *d = (const uint8_t *)data;
   uint8_t digest[KN_KPL_DIGEST_LEN];
   size_t n;
-  int rc;
   if (len < KN_KPL_MAGIC_LEN || memcmp(d, kn_kpl_magic, KN_KPL_MAGIC_LEN) != 0)
     return KN_KPL_ENOTAGG;
   /* AggregatorUtil.deaggregate: "bb.remaining() <= DIGEST_SIZE" is not an
    * aggregate, so magic + MD5 of an empty protobuf is a plain record. */
   if (len - KN_KPL_MAGIC_LEN <= KN_KPL_DIGEST_LEN) return KN_KPL_ENOTAGG;
   n = len - KN_KPL_OVERHEAD;
-  rc = md5(d + KN_KPL_MAGIC_LEN, n, digest);
-  if (rc != KN_KPL_OK) return rc;
+  kn_md5(d + KN_KPL_MAGIC_LEN, n, digest);
   if (memcmp(digest, d + KN_KPL_MAGIC_LEN + n, KN_KPL_DIGEST_LEN) != 0)
     return KN_KPL_ECHECKSUM;
   *pb = d + KN_KPL_MAGIC_LEN;
@@ -432,8 +423,7 @@ int kn_kpl_encode(const kn_kpl_message *msg, uint8_t *out, size_t out_len, size_
     }
     p = put_len_field(p, TAG_DATA, &r->data);
   }
-  rc = md5(pb, pb_len, p);
-  if (rc != KN_KPL_OK) return rc;
+  kn_md5(pb, pb_len, p);
   *written = pb_len + KN_KPL_OVERHEAD;
   return KN_KPL_OK;
 }

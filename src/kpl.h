@@ -29,8 +29,7 @@ enum {
   KN_KPL_EREQUIRED = -4, /* a proto2 required field is missing */
   KN_KPL_EINDEX = -5,    /* encode: a key index outside its table */
   KN_KPL_ESPACE = -6,    /* a lent array or output buffer is too small */
-  KN_KPL_ETOOBIG = -7,   /* encode: the size does not fit in size_t */
-  KN_KPL_ECRYPTO = -8    /* the MD5 digest failed (OpenSSL error, queue cleared) */
+  KN_KPL_ETOOBIG = -7    /* encode: the size does not fit in size_t */
 };
 
 /* A borrowed byte range; ptr may be NULL when len is 0. */

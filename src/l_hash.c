@@ -68,10 +68,7 @@ static int l_hash_key(lua_State *L)
 {
   size_t len;
   const char *s = check_bytes(L, 1, &len);
-  kn_u128 v;
-  int rc = kn_u128_md5(s, len, &v);
-  if (rc != KN_U128_OK) return kn_fail(L, "crypto", kn_u128_strerror(rc));
-  push_u128(L, v);
+  push_u128(L, kn_u128_md5(s, len));
   return 1;
 }
 
@@ -339,10 +336,7 @@ static int map_lookup(lua_State *L)
   lmap *u = check_map(L);
   size_t len, id = 0;
   const char *s = check_bytes(L, 2, &len);
-  kn_u128 v;
-  int rc = kn_u128_md5(s, len, &v);
-  if (rc != KN_U128_OK) return kn_fail(L, "crypto", kn_u128_strerror(rc));
-  kn_shardmap_lookup(u->m, v, &id);
+  kn_shardmap_lookup(u->m, kn_u128_md5(s, len), &id);
   get_uservalue(L, 1);
   push_shard(L, lua_gettop(L), id);
   return 1;

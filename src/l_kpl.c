@@ -63,7 +63,6 @@ static int push_failure(lua_State *L, int rc)
   case KN_KPL_ECHECKSUM: code = "checksum"; break;
   case KN_KPL_EPARSE: code = "malformed"; break;
   case KN_KPL_EREQUIRED: code = "missing_field"; break;
-  case KN_KPL_ECRYPTO: code = "crypto"; break;
   default: code = "internal"; break;
   }
   return kn_fail(L, code, kn_kpl_strerror(rc));
@@ -113,8 +112,7 @@ static void push_strings(lua_State *L, const kn_kpl_bytes *v, size_t n)
  *   records[i] = { partition_key_index = n, explicit_hash_key_index = n | nil,
  *                  data = s }, indexes 0-based as on the wire and unchecked.
  *   code: "not_aggregate" (no magic, or too short), "checksum" (MD5),
- *   "malformed" (protobuf wire format), "missing_field" (a required field),
- *   "crypto" (MD5 unavailable). */
+ *   "malformed" (protobuf wire format), "missing_field" (a required field). */
 static int l_kpl_decode(lua_State *L)
 {
   size_t len, i;
@@ -260,8 +258,7 @@ static int l_kpl_in_range(lua_State *L)
   if (!lua_isnil(L, 2)) {
     if (!parse_key(L, 2, "ExplicitHashKey", &key)) return 2;
   } else {
-    int rc = kn_u128_md5(pk, len, &key);
-    if (rc != KN_U128_OK) return kn_fail(L, "crypto", kn_u128_strerror(rc));
+    key = kn_u128_md5(pk, len);
   }
   if (!parse_key(L, 3, "StartingHashKey", &lo)) return 2;
   if (!parse_key(L, 4, "EndingHashKey", &hi)) return 2;

@@ -18,7 +18,6 @@ const char *kn_u128_strerror(int status)
   case KN_U128_EUNDERFLOW: return "less than 0";
   case KN_U128_ERANGE: return "argument out of range";
   case KN_U128_ENOSPACE: return "buffer too small";
-  case KN_U128_ECRYPTO: return "MD5 digest failed";
   default: return "unknown error";
   }
 }
@@ -199,12 +198,11 @@ void kn_u128_to_be(kn_u128 v, unsigned char be[16])
   for (k = 15; k >= 8; k--, lo >>= 8) be[k] = (unsigned char)(lo & 0xff);
 }
 
-int kn_u128_md5(const void *data, size_t len, kn_u128 *out)
+kn_u128 kn_u128_md5(const void *data, size_t len)
 {
   uint8_t md[KN_MD5_LEN];
   kn_md5(data, len, md);
-  *out = kn_u128_from_be(md);
-  return KN_U128_OK;
+  return kn_u128_from_be(md);
 }
 
 static const uint64_t pow10_u64[20] = {

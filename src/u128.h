@@ -30,7 +30,6 @@ typedef struct kn_u128 {
 #define KN_U128_EUNDERFLOW -5 /* result below 0 */
 #define KN_U128_ERANGE    -6 /* argument outside the accepted range */
 #define KN_U128_ENOSPACE  -7 /* output buffer too small */
-#define KN_U128_ECRYPTO   -8 /* the MD5 digest failed (OpenSSL error) */
 
 /* Longest decimal form: 2^128-1 = 340282366920938463463374607431768211455. */
 #define KN_U128_DEC_MAX 39
@@ -53,10 +52,8 @@ kn_u128 kn_u128_from_be(const unsigned char be[16]);
 void kn_u128_to_be(kn_u128 v, unsigned char be[16]);
 
 /* MD5 of len bytes at data (binary-safe; data may be NULL when len is 0),
- * as the Kinesis hash key (md5.c). Returns KN_U128_OK: the digest cannot
- * fail since it no longer goes through OpenSSL; KN_U128_ECRYPTO is kept for
- * callers that test the status. */
-int kn_u128_md5(const void *data, size_t len, kn_u128 *out);
+ * as the Kinesis hash key (md5.c; it cannot fail). */
+kn_u128 kn_u128_md5(const void *data, size_t len);
 
 /* Strict decimal parse of len bytes at s (not NUL-terminated, binary-safe):
  * digits only, no sign or spaces, no leading zero except "0" itself, at most

@@ -334,7 +334,6 @@ function M.deaggregate(record, opts)
   local pks, ehks, recs = kpl_decode(data)
   if not pks then
     local code, why = ehks.code, ehks.message
-    if code == "crypto" then return nil, protocol("KPLDigestFailed", why) end
     if opts and opts.strict and STRICT_CODES[code] then
       return nil, protocol(STRICT_CODES[code], "record starts with the KPL magic but " .. why)
     end
@@ -377,7 +376,8 @@ function M.deaggregate(record, opts)
     for i = 1, nu do
       local u = users[i]
       local inside, why = kpl_in_range(u.PartitionKey, u.ExplicitHashKey, lo, hi)
-      if inside == nil then return nil, protocol("KPLDigestFailed", why.message) end
+      -- nil: a user record's ExplicitHashKey is not a 128-bit decimal
+      if inside == nil then return nil, protocol("KPLMalformed", why.message) end
       if not inside then
         -- AggregatorUtil.deaggregate: one user record outside the shard
         -- discards every user record of that aggregate.
