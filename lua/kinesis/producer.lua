@@ -255,7 +255,7 @@ M._le = le
 -- (not kept on the record: routing looks the key up in C, and the decimal
 -- is needed only for an aggregate's key and for range checks).
 local function hash_key_of(r)
-  return r.hk or hash_key(r.PartitionKey)
+  return r.ExplicitHashKey or hash_key(r.PartitionKey)
 end
 
 local function new_state(self, shard, now)
@@ -314,8 +314,8 @@ local function route(self, rec, now)
     self.unrouted[#self.unrouted + 1] = rec
     return
   end
-  local hk = rec.hk
-  local shard = hk and map:lookup_hash(hk) or map:lookup(rec.PartitionKey)
+  local ehk = rec.ExplicitHashKey
+  local shard = ehk and map:lookup_hash(ehk) or map:lookup(rec.PartitionKey)
   push_fresh(self, self.states[shard.ShardId], rec, now)
 end
 
@@ -456,7 +456,7 @@ function Producer:put(record)
         -- growing its hash part past 8 slots: the hash key is computed
         -- again where it is needed (hash_key_of), the deadline is t + ttl
         -- and the memory held is size (records with an ExplicitHashKey,
-        -- put through _accept, carry hk and mem)
+        -- put through _accept, carry it and mem)
         local rec = { record = record, PartitionKey = pk, Data = data, size = size, id = id, t = now,
                       attempts = 0 }
         self.n_put = self.n_put + 1
@@ -548,7 +548,7 @@ function Producer:_accept(record, pk, data, ehk, size, mem, where)
   local now = now_fn()
   local id = self.next_id + 1
   self.next_id = id
-  local rec = { record = record, PartitionKey = pk, Data = data, ExplicitHashKey = ehk, hk = ehk,
+  local rec = { record = record, PartitionKey = pk, Data = data, ExplicitHashKey = ehk,
                 size = size, mem = ehk and mem or nil, id = id, t = now, attempts = 0 }
   self.n_put = self.n_put + 1
   self.bytes_put = self.bytes_put + size
