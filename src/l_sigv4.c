@@ -154,14 +154,12 @@ static void push_pair_at(lua_State *L, int t, int idx, const char *name, const c
   lua_rawseti(L, t, idx);
 }
 
-static void push_pair(lua_State *L, int idx, const char *name, const char *v, size_t n)
+/* nil, err for a failed kn_sigv4_sign (the message is the signer's) */
+static int sign_failed(lua_State *L, kn_sigv4_signer *s, int rc)
 {
-  lua_createtable(L, 2, 0);
-  lua_pushstring(L, name);
-  lua_rawseti(L, -2, 1);
-  lua_pushlstring(L, v, n);
-  lua_rawseti(L, -2, 2);
-  lua_rawseti(L, -2, idx);
+  return kn_fail(L, rc == KN_SIGV4_EINVAL ? "invalid_request"
+                    : rc == KN_SIGV4_ENOMEM ? "out_of_memory" : "crypto",
+                 kn_sigv4_signer_error(s));
 }
 
 /* signer:sign(opts) -> out | nil, err (see the Lua API in README/spec) */
@@ -171,7 +169,7 @@ static int l_signer_sign(lua_State *L)
   kn_header stackbuf[KN_STACK_HEADERS];
   kn_sigv4_request req;
   kn_sigv4_result res;
-  int debug, has_token, idx = 1, rc;
+  int debug, has_token, idx = 1, rc, t;
 
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checkstack(L, 40, "sign");
@@ -196,10 +194,10 @@ static int l_signer_sign(lua_State *L)
   req.headers = kn_read_headers(L, -1, "sign", stackbuf, KN_STACK_HEADERS, &req.header_count);
 
   rc = kn_sigv4_sign(s, &req, &res);
-  if (rc != KN_SIGV4_OK)
-    return kn_fail(L, rc == KN_SIGV4_EINVAL ? "invalid_request"
-                      : rc == KN_SIGV4_ENOMEM ? "out_of_memory" : "crypto",
-                   kn_sigv4_signer_error(s));
+  if (rc != KN_SIGV4_OK) {
+    memset(res.signing_key, 0, sizeof res.signing_key);
+    return sign_failed(L, s, rc);
+  }
   has_token = req.session_token != NULL && req.session_token_len > 0;
 
   /* Everything below points into s or into anchored Lua strings. */
@@ -211,12 +209,13 @@ static int l_signer_sign(lua_State *L)
   set_lstring(L, "credential_scope", res.credential_scope, res.credential_scope_len);
   set_lstring(L, "payload_hash", res.payload_hash, strlen(res.payload_hash));
   lua_createtable(L, 4, 0);
-  push_pair(L, idx++, "X-Amz-Date", res.amz_date, 16);
+  t = lua_gettop(L);
+  push_pair_at(L, t, idx++, "X-Amz-Date", res.amz_date, 16);
   if (has_token)
-    push_pair(L, idx++, "X-Amz-Security-Token", req.session_token, req.session_token_len);
+    push_pair_at(L, t, idx++, "X-Amz-Security-Token", req.session_token, req.session_token_len);
   if (req.sign_body)
-    push_pair(L, idx++, "x-amz-content-sha256", res.payload_hash, strlen(res.payload_hash));
-  push_pair(L, idx, "Authorization", res.authorization, res.authorization_len);
+    push_pair_at(L, t, idx++, "x-amz-content-sha256", res.payload_hash, strlen(res.payload_hash));
+  push_pair_at(L, t, idx, "Authorization", res.authorization, res.authorization_len);
   lua_setfield(L, -2, "headers");
   if (debug) {
     char hex[2 * KN_SHA256_LEN];
@@ -266,10 +265,7 @@ static int l_signer_sign_headers(lua_State *L)
 
   rc = kn_sigv4_sign(s, &req, &res);
   memset(res.signing_key, 0, sizeof res.signing_key);
-  if (rc != KN_SIGV4_OK)
-    return kn_fail(L, rc == KN_SIGV4_EINVAL ? "invalid_request"
-                      : rc == KN_SIGV4_ENOMEM ? "out_of_memory" : "crypto",
-                   kn_sigv4_signer_error(s));
+  if (rc != KN_SIGV4_OK) return sign_failed(L, s, rc);
   idx = (int)lua_rawlen(L, 2);
   push_pair_at(L, 2, ++idx, "X-Amz-Date", res.amz_date, 16);
   if (req.session_token != NULL && req.session_token_len > 0)
