@@ -38,7 +38,7 @@ local function write(kind, name, bytes)
   counts[kind] = (counts[kind] or 0) + 1
 end
 
-for _, kind in ipairs { "eventstream", "decimal", "shardmap", "kpl", "response", "codec" } do
+for _, kind in ipairs { "eventstream", "decimal", "shardmap", "kpl", "response", "codec", "answer" } do
   os.execute("mkdir -p " .. q(out .. "/" .. kind))
 end
 
@@ -153,6 +153,7 @@ for sname, shape in pairs(model.shapes) do
 end
 table.sort(tokens)
 dict("response", tokens)
+dict("answer", tokens)
 
 local names = {}
 for k, n in pairs(counts) do names[#names + 1] = k .. " " .. n end

@@ -19,7 +19,7 @@ SAN_CORE_SO := $(SAN_OUT)/kinesis/core.so
 SAN_CURL_SO := $(SAN_OUT)/kinesis/curl.so
 SAN_LUA     := build/asan/bin/lua5.4
 FUZZ_OUT    := build/fuzz
-FUZZERS     ?= eventstream decimal shardmap kpl response codec
+FUZZERS     ?= eventstream decimal shardmap kpl response codec answer
 FUZZ_BINS   := $(addprefix $(FUZZ_OUT)/fuzz_,$(FUZZERS))
 LUA54_CFLAGS := $(shell $(PKGCONFIG) --cflags lua5.4 2>/dev/null)
 LUA54_LIBS  := $(shell $(PKGCONFIG) --libs lua5.4 2>/dev/null || echo -llua5.4)
@@ -91,6 +91,10 @@ $(FUZZ_OUT)/fuzz_shardmap: fuzz/fuzz_shardmap.c src/shardmap.c src/u128.c src/md
 $(FUZZ_OUT)/fuzz_kpl: fuzz/fuzz_kpl.c src/kpl.c src/md5.c $(HDRS) mk/check.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_kpl.c src/kpl.c src/md5.c $(SSL_LIBS)
+
+$(FUZZ_OUT)/fuzz_answer: fuzz/fuzz_answer.c src/answer.c $(HDRS) mk/check.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_answer.c src/answer.c
 
 # Lua 5.4 in the harness; kinesis.core compiled in (instrumented, preloaded);
 # lua-cjson is the system module, found through package.cpath.

@@ -16,7 +16,7 @@ export SHARED="${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || echo "$ROO
 LOG=build/check
 mkdir -p "$LOG" spec/.tmp
 MAKE="${MAKE:-make} --no-print-directory"
-FUZZERS="${FUZZERS:-eventstream decimal shardmap kpl response codec}"
+FUZZERS="${FUZZERS:-eventstream decimal shardmap kpl response codec answer}"
 FUZZ_JOBS="${FUZZ_JOBS:-2}"
 SPEC_LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/spec/?.lua;;"
 
