@@ -37,6 +37,7 @@ build = {
         "src/l_fs.c", "src/l_signal.c", "src/l_digest.c", "src/l_util.c",
         "src/base64.c", "src/sigv4.c", "src/u128.c", "src/shardmap.c", "src/eventstream.c",
         "src/crc32.c", "src/kpl.c", "src/md5.c", "src/buf.c", "src/codec.c", "src/l_codec.c",
+        "src/answer.c", "src/l_answer.c",
       },
       libraries = { "crypto" },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
