@@ -33,7 +33,7 @@ build = {
   modules = {
     ["kinesis.core"] = {
       sources = {
-        "src/l_core.c", "src/l_base64.c", "src/l_batch.c", "src/l_time.c", "src/l_kpl.c", "src/l_sigv4.c", "src/l_hash.c", "src/l_eventstream.c",
+        "src/l_core.c", "src/l_base64.c", "src/l_pqueue.c", "src/l_time.c", "src/l_kpl.c", "src/l_sigv4.c", "src/l_hash.c", "src/l_eventstream.c",
         "src/l_fs.c", "src/l_signal.c", "src/l_digest.c", "src/l_util.c",
         "src/base64.c", "src/sigv4.c", "src/u128.c", "src/shardmap.c", "src/eventstream.c",
         "src/crc32.c", "src/kpl.c", "src/md5.c", "src/buf.c", "src/codec.c", "src/l_codec.c",

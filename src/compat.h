@@ -75,4 +75,20 @@ static inline void kn_newclass(lua_State *L, const char *name,
   lua_pop(L, 1);
 }
 
+/* One user value per full userdata: the 5.1 environment table, else user
+ * value 1. */
+#if LUA_VERSION_NUM == 501
+#define kn_newuserdata(L, size) lua_newuserdata((L), (size))
+#define kn_setuservalue(L, idx) ((void)lua_setfenv((L), (idx)))
+#define kn_getuservalue(L, idx) lua_getfenv((L), (idx))
+#elif LUA_VERSION_NUM < 504
+#define kn_newuserdata(L, size) lua_newuserdata((L), (size))
+#define kn_setuservalue(L, idx) lua_setuservalue((L), (idx))
+#define kn_getuservalue(L, idx) ((void)lua_getuservalue((L), (idx)))
+#else
+#define kn_newuserdata(L, size) lua_newuserdatauv((L), (size), 1)
+#define kn_setuservalue(L, idx) ((void)lua_setiuservalue((L), (idx), 1))
+#define kn_getuservalue(L, idx) ((void)lua_getiuservalue((L), (idx), 1))
+#endif
+
 #endif

@@ -7,8 +7,6 @@
 #define KN_VERSION "0.1.0"
 #endif
 
-int kn_open_answer(lua_State *L); /* l_answer.c */
-
 int luaopen_kinesis_core(lua_State *L)
 {
   lua_newtable(L);
@@ -22,7 +20,7 @@ int luaopen_kinesis_core(lua_State *L)
   kn_open_signal(L);
   kn_open_digest(L);
   kn_open_codec(L);
-  kn_open_batch(L);
+  kn_open_pqueue(L);
   kn_open_answer(L);
   lua_pushliteral(L, KN_VERSION);
   lua_setfield(L, -2, "_VERSION");

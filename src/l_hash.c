@@ -14,21 +14,6 @@
 /* Longest slice of a caller's string quoted in an error message. */
 #define QUOTE_MAX 48
 
-/* One user value per userdata: the 5.1 environment, else a user value. */
-#if LUA_VERSION_NUM == 501
-#define new_userdata(L, size) lua_newuserdata((L), (size))
-#define set_uservalue(L, idx) ((void)lua_setfenv((L), (idx)))
-#define get_uservalue(L, idx) lua_getfenv((L), (idx))
-#elif LUA_VERSION_NUM < 504
-#define new_userdata(L, size) lua_newuserdata((L), (size))
-#define set_uservalue(L, idx) lua_setuservalue((L), (idx))
-#define get_uservalue(L, idx) ((void)lua_getuservalue((L), (idx)))
-#else
-#define new_userdata(L, size) lua_newuserdatauv((L), (size), 1)
-#define set_uservalue(L, idx) ((void)lua_setiuservalue((L), (idx), 1))
-#define get_uservalue(L, idx) ((void)lua_getiuservalue((L), (idx), 1))
-#endif
-
 typedef struct lmap {
   kn_shardmap *m; /* owned; NULL once closed */
 } lmap;
@@ -287,14 +272,14 @@ static int l_shardmap_new(lua_State *L)
 
   /* The userdata (with its __gc) first, then the C map into it: an error
    * from here on leaks nothing. */
-  u = (lmap *)new_userdata(L, sizeof *u);
+  u = (lmap *)kn_newuserdata(L, sizeof *u);
   u->m = NULL;
   luaL_setmetatable(L, SHARDMAP_MT);
   uidx = lua_gettop(L);
   lua_createtable(L, (int)n, (int)n);
   tidx = lua_gettop(L);
   lua_pushvalue(L, tidx);
-  set_uservalue(L, uidx);
+  kn_setuservalue(L, uidx);
   if (kn_shardmap_new(n, &u->m) != KN_SHARDMAP_OK) return luaL_error(L, "not enough memory");
 
   for (i = 1; i <= n; i++) {
@@ -330,6 +315,16 @@ static int l_shardmap_new(lua_State *L)
   return 1;
 }
 
+/* The map of the "kinesis.shard_map" userdata at idx, for the other
+ * binding files (lbind.h); raises if it is not one or is closed. The
+ * pointer lives as long as the userdata. */
+kn_shardmap *kn_check_shardmap(lua_State *L, int idx)
+{
+  lmap *u = (lmap *)luaL_checkudata(L, idx, SHARDMAP_MT);
+  if (u->m == NULL) luaL_error(L, "attempt to use a closed shard map");
+  return u->m;
+}
+
 /* map:lookup(partition_key) -> shard */
 static int map_lookup(lua_State *L)
 {
@@ -337,7 +332,7 @@ static int map_lookup(lua_State *L)
   size_t len, id = 0;
   const char *s = check_bytes(L, 2, &len);
   kn_shardmap_lookup(u->m, kn_u128_md5(s, len), &id);
-  get_uservalue(L, 1);
+  kn_getuservalue(L, 1);
   push_shard(L, lua_gettop(L), id);
   return 1;
 }
@@ -350,7 +345,7 @@ static int map_lookup_hash(lua_State *L)
   kn_u128 v;
   if (!parse_arg(L, 2, "hash key", &v)) return 2;
   kn_shardmap_lookup(u->m, v, &id);
-  get_uservalue(L, 1);
+  kn_getuservalue(L, 1);
   push_shard(L, lua_gettop(L), id);
   return 1;
 }
@@ -361,7 +356,7 @@ static int map_shards(lua_State *L)
   lmap *u = check_map(L);
   size_t n = kn_shardmap_count(u->m), pos;
   int tidx;
-  get_uservalue(L, 1);
+  kn_getuservalue(L, 1);
   tidx = lua_gettop(L);
   lua_createtable(L, (int)n, 0);
   for (pos = 0; pos < n; pos++) {
@@ -398,7 +393,7 @@ static int map_shard(lua_State *L)
   size_t id;
   int tidx;
   check_map(L);
-  get_uservalue(L, 1);
+  kn_getuservalue(L, 1);
   tidx = lua_gettop(L);
   id = find_id(L, tidx, 2);
   if (id == SIZE_MAX) {
@@ -417,7 +412,7 @@ static int map_adjacent(lua_State *L)
   lmap *u = check_map(L);
   size_t id, lower = SIZE_MAX, upper = SIZE_MAX;
   int tidx;
-  get_uservalue(L, 1);
+  kn_getuservalue(L, 1);
   tidx = lua_gettop(L);
   id = find_id(L, tidx, 2);
   if (id == SIZE_MAX) {

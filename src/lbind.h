@@ -16,6 +16,12 @@ int kn_open_fs(lua_State *L);
 int kn_open_signal(lua_State *L);
 int kn_open_digest(lua_State *L);
 int kn_open_codec(lua_State *L);
-int kn_open_batch(lua_State *L);
+int kn_open_pqueue(lua_State *L);
+int kn_open_answer(lua_State *L);
+
+/* Shared between binding files. */
+struct kn_shardmap;
+/* l_hash.c: the map inside a "kinesis.shard_map" userdata (raises if not). */
+struct kn_shardmap *kn_check_shardmap(lua_State *L, int idx);
 
 #endif

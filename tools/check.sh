@@ -168,7 +168,7 @@ stage_asan() {
 # before the twentieth handshake ends).
 # eventstream_spec is left to ASan and fuzz_eventstream: under memcheck its
 # chunk-by-chunk vector runs took 37 minutes of CI's 90.
-VALGRIND_SPECS="base64 batch_writer codec hashkey kpl shardmap sigv4 transport scheduler"
+VALGRIND_SPECS="base64 producer_queue codec hashkey kpl shardmap sigv4 transport scheduler"
 VALGRIND_FILTER_OUT="binary search over 10000 shards
 does not busy%-wait
 HTTPS requests to an HTTP/1.1%-only server side by side"

@@ -247,7 +247,9 @@ function Client:build_request(op, body, params)
 end
 
 --- Sends a built request and turns the response into (out, nil, meta) or (nil, err, meta).
-function Client:send(op, req)
+-- decode (optional) reads a 2xx body in place of the model's codec:
+-- decode(body) -> out | nil, message (a protocol error, as the codec's).
+function Client:send(op, req, decode)
   local shapes = self.service.shapes
   local resp, terr = self:transport():send(req)
   if not resp then
@@ -261,7 +263,8 @@ function Client:send(op, req)
     err.server_time = M.parse_http_date(resp.headers and resp.headers["date"])
     return nil, err, meta
   end
-  local out, derr = codec.decode(shapes, op.output, resp.body)
+  local out, derr
+  if decode then out, derr = decode(resp.body) else out, derr = codec.decode(shapes, op.output, resp.body) end
   if not out then
     -- its framing may be off too (a short Content-Length): not reused
     local t = self._transport
@@ -299,8 +302,8 @@ local SKEW_CODES = {
 }
 
 --- Sends `body` for `op` with the retry policy; returns out, err, meta where
--- meta = { attempts =, status =, request_id = }.
-function Client:attempts(op, body, params)
+-- meta = { attempts =, status =, request_id = }. decode: as for Client:send.
+function Client:attempts(op, body, params, decode)
   local policy = self.retry
   local sleep, now = self:runtime()
   local total = self.timeouts.total
@@ -329,7 +332,7 @@ function Client:attempts(op, body, params)
       sent_at = now()
       logger { event = "request", op = op.name, attempt = attempt, url = req.url, bytes = #body }
     end
-    out, err, meta = self:send(op, req)
+    out, err, meta = self:send(op, req, decode)
     meta = meta or {}
     meta.attempts = attempt
     if logger then

@@ -13,7 +13,6 @@ local errors = require "kinesis.errors"
 local runtime = require "kinesis.runtime"
 local retry = require "kinesis.retry"
 local shards_mod = require "kinesis.shards"
-local kpl = require "kinesis.kpl"
 local validate = require "kinesis.validate"
 
 local type, error, pairs, ipairs, tostring, setmetatable, pcall =
@@ -22,7 +21,6 @@ local min, max, random, floor, huge = math.min, math.max, math.random, math.floo
 local format, concat, sort = string.format, table.concat, table.sort
 local hash_key, u128_check = core.hash_key, core.u128_check
 local json_string = cjson.encode
-local aggregate = kpl.aggregate
 local utf8_length = validate.utf8_length
 local now_fn = runtime.now
 local runtime_where = runtime.where
@@ -148,16 +146,14 @@ function M.new(client, opts)
     .. json_string(o.stream_arn or o.stream) .. ',"Records":['
   local self = setmetatable({
     client = client, sender = sending_client(client), opts = o, params = params, body_head = head,
-    writer = core.batch_writer(),
+    pq = core.producer_queue(),    -- fresh records, requests in flight (src/l_pqueue.c)
     on_result = o.on_result, ordered = o.ordered, aggregate = o.aggregate,
     key = {},                      -- the background task parks on this
     room_key = {},                 -- put() waiting for room parks on this
-    next_id = 0,
     map = nil, states = {}, state_list = {}, ranges = {}, rr = 1,
     unrouted = {},                 -- records waiting for the shard map
     suspects = {},                 -- aggregates acknowledged on a shard not in the map yet
     stale = true, next_refresh = 0, refresh_not_before = 0, refresh_delay = REFRESH_MIN, refreshing = false, last_list_error = nil,
-    fresh_n = 0, fresh_bytes = 0, first_fresh = nil,
     next_retry = huge, next_expire = 0,
     flushers = {}, want_room = 0,
     driver_running = false, inflight_requests = 0, closed = false, closing = false,
@@ -234,6 +230,34 @@ local function fail(self, rec, err)
   finish(self, rec, res)
 end
 
+-- Records the queue acknowledged in bulk (pq:settle): counters, flush
+-- waiters (by the records' ids, given when someone flushes), then one
+-- on_result call per result table.
+local function acked(self, results, n, bytes, mem, ids)
+  if n == 0 then return end
+  self.n_acked = self.n_acked + n
+  self.bytes_acked = self.bytes_acked + bytes
+  self.n_pending = self.n_pending - n
+  self.buffered_bytes = self.buffered_bytes - mem
+  if ids then
+    for _, w in ipairs(self.flushers) do
+      local mark, c = w.mark, 0
+      for i = 1, n do if ids[i] <= mark then c = c + 1 end end
+      if c > 0 then
+        w.left = w.left - c
+        if w.left <= 0 then runtime.wake(w) end
+      end
+    end
+  end
+  local cb = self.on_result
+  if cb and results then
+    for i = 1, n do
+      local ok, err = pcall(cb, results[i])
+      if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(err)) end
+    end
+  end
+end
+
 -- The error a record gets when its TTL ran out: code Expired, the last
 -- failure it met (if any) as err.last_error.
 local function expired(self, rec)
@@ -264,7 +288,7 @@ local function new_state(self, shard, now)
   local cap_b = M.SHARD_BYTES * self.opts.rate_limit
   return {
     id = shard.ShardId, lo = r.StartingHashKey, hi = r.EndingHashKey,
-    q = {}, qh = 1, qt = 0,                -- fresh records, oldest first
+    ci = nil,                              -- its queue of fresh records in self.pq
     retry = {},                            -- entries waiting for another try (unordered mode)
     inflight = 0, blocked_until = 0,       -- ordered mode: one request at a time, backoff
     rtok = cap_r, btok = cap_b, last = now, factor = 1, last_cut = -huge, last_throttle = -huge,
@@ -297,18 +321,13 @@ local function throttle(self, s, now)
   end
 end
 
-local function push_fresh(self, s, rec, now)
-  local t = s.qt + 1
-  s.q[t] = rec
-  s.qt = t
-  rec.shard = s
-  self.fresh_n = self.fresh_n + 1
-  self.fresh_bytes = self.fresh_bytes + rec.size
-  if not self.first_fresh then self.first_fresh = rec.t or now end
+-- Queues record table `rec` on shard state s (in C: s.ci is its queue).
+local function push_fresh(self, s, rec)
+  self.pq:push(s.ci, rec, false)
 end
 
 -- Routes `rec` to its shard's queue, or to the unrouted list without a map.
-local function route(self, rec, now)
+local function route(self, rec)
   local map = self.map
   if not map then
     self.unrouted[#self.unrouted + 1] = rec
@@ -316,23 +335,15 @@ local function route(self, rec, now)
   end
   local ehk = rec.ExplicitHashKey
   local shard = ehk and map:lookup_hash(ehk) or map:lookup(rec.PartitionKey)
-  push_fresh(self, self.states[shard.ShardId], rec, now)
+  push_fresh(self, self.states[shard.ShardId], rec)
 end
 
 -- Puts records back at the front of their shard's queue, keeping put order
 -- (ordered mode: what failed goes before anything later of its keys).
 local function requeue_front(self, s, recs)
   sort(recs, function(a, b) return a.id < b.id end)
-  local n = #recs
-  local q, qh = s.q, s.qh
-  for i = n, 1, -1 do
-    qh = qh - 1
-    q[qh] = recs[i]
-    self.fresh_n = self.fresh_n + 1
-    self.fresh_bytes = self.fresh_bytes + recs[i].size
-  end
-  s.qh = qh
-  if not self.first_fresh then self.first_fresh = 0 end
+  local pq, ci = self.pq, s.ci
+  for i = #recs, 1, -1 do pq:push(ci, recs[i], true) end
 end
 
 ---------------------------------------------------------------- the shard map
@@ -380,22 +391,18 @@ function Producer:_refresh(now)
     states[sh.ShardId] = s
     new_list[i] = s
   end
-  self.map, self.states, self.state_list = map, states, new_list
   if self.aggregate then
     self.max_b = min(self.opts.batch_max_bytes, self.opts.aggregation_max_size * #new_list)
   end
   if self.rr > #new_list then self.rr = 1 end
-  -- what waits on a shard that is gone goes through the new map
-  local moved = {}
+  -- what waits on a shard that is gone goes through the new map; the
+  -- queues of the shards that stay move with them
+  local moved, carried = {}, {}
+  local pq = self.pq
   for _, s in ipairs(old_list) do
     if states[s.id] ~= s then
       s.open = false
-      for i = s.qh, s.qt do
-        moved[#moved + 1] = s.q[i]
-        self.fresh_n = self.fresh_n - 1
-        self.fresh_bytes = self.fresh_bytes - s.q[i].size
-      end
-      s.q, s.qh, s.qt = {}, 1, 0
+      for _, r in ipairs(pq:drain(s.ci)) do moved[#moved + 1] = r end
       for _, e in ipairs(s.retry) do
         if e.recs then
           for _, r in ipairs(e.recs) do moved[#moved + 1] = r end
@@ -404,16 +411,18 @@ function Producer:_refresh(now)
         end
       end
       s.retry = {}
+    else
+      carried[s.id] = s.ci
     end
   end
+  local ci = pq:set_shards(map, carried)
+  for _, s in ipairs(new_list) do s.ci = ci[s.id] end
+  self.map, self.states, self.state_list = map, states, new_list
   local unrouted = self.unrouted
   self.unrouted = {}
   for _, r in ipairs(unrouted) do moved[#moved + 1] = r end
   sort(moved, function(a, b) return a.id < b.id end)
-  for _, r in ipairs(moved) do
-    route(self, r, now)
-    if self.first_fresh == nil or r.t < self.first_fresh then self.first_fresh = r.t end
-  end
+  for _, r in ipairs(moved) do route(self, r) end
   self.client:log { event = "producer_shard_map", ok = true, shards = #new_list, rerouted = #moved }
   self:_settle_suspects(now)
 end
@@ -443,51 +452,29 @@ function Producer:put(record)
   local pk, data = record.PartitionKey, record.Data
   if type(pk) == "string" and type(data) == "string" and record.ExplicitHashKey == nil
       and not self.closing and not self.closed then
-    local nchars = utf8_length(pk)
     local size = #data + #pk
     local buffered = self.buffered_bytes + size
-    if nchars and nchars >= 1 and nchars <= 256 and size <= 1048576 and buffered <= self.max_buffered then
+    if buffered <= self.max_buffered then
       local where = runtime_where()
       if where == "plain" or self.driver_running then
         local now = now_fn()
-        local id = self.next_id + 1
-        self.next_id = id
-        -- eight fields with `shard`, the most a table holds without
-        -- growing its hash part past 8 slots: the hash key is computed
-        -- again where it is needed (hash_key_of), the deadline is t + ttl
-        -- and the memory held is size (records with an ExplicitHashKey,
-        -- put through _accept, carry it and mem)
-        local rec = { record = record, PartitionKey = pk, Data = data, size = size, id = id, t = now,
-                      attempts = 0 }
-        self.n_put = self.n_put + 1
-        self.bytes_put = self.bytes_put + size
-        self.n_pending = self.n_pending + 1
-        self.buffered_bytes = buffered
-        if buffered > self.buffered_peak then self.buffered_peak = buffered end
-        local map = self.map
-        local fresh_n, fresh_bytes, first = self.fresh_n, self.fresh_bytes, self.first_fresh
-        if map then
-          local st = self.states[map:lookup(pk).ShardId]
-          local t = st.qt + 1
-          st.q[t] = rec
-          st.qt = t
-          rec.shard = st
-          fresh_n, fresh_bytes = fresh_n + 1, fresh_bytes + size
-          self.fresh_n, self.fresh_bytes = fresh_n, fresh_bytes
-          if not first then
-            first = now
-            self.first_fresh = now
+        -- C checks the key (UTF-8, 1-256 characters) and the size, and
+        -- queues the record on its shard: nil without a map or on a
+        -- broken rule (the checked path then says which)
+        local st = self.pq:put(record, pk, data, now, self.max_n, self.max_b, self.linger)
+        if st then
+          self.n_put = self.n_put + 1
+          self.bytes_put = self.bytes_put + size
+          self.n_pending = self.n_pending + 1
+          self.buffered_bytes = buffered
+          if buffered > self.buffered_peak then self.buffered_peak = buffered end
+          if st == 2 then
+            if where == "plain" then self:_pump_plain(false) else runtime.wake(self.key) end
+          elseif where == "plain" and self.next_retry <= now then
+            self:_pump_plain(false)
           end
-        else
-          self.unrouted[#self.unrouted + 1] = rec
+          return true
         end
-        if fresh_n >= self.max_n or fresh_bytes >= self.max_b then
-          if where == "plain" then self:_pump_plain(false) else runtime.wake(self.key) end
-        elseif where == "plain" and ((first and first + self.linger <= now) or self.next_retry <= now
-            or (not map and self.refresh_not_before <= now)) then
-          self:_pump_plain(false)
-        end
-        return true
       end
     end
   end
@@ -546,8 +533,7 @@ end
 -- Takes a checked record into the buffer, and sends what is due.
 function Producer:_accept(record, pk, data, ehk, size, mem, where)
   local now = now_fn()
-  local id = self.next_id + 1
-  self.next_id = id
+  local id = self.pq:new_id()
   local rec = { record = record, PartitionKey = pk, Data = data, ExplicitHashKey = ehk,
                 size = size, mem = ehk and mem or nil, id = id, t = now, attempts = 0 }
   self.n_put = self.n_put + 1
@@ -556,11 +542,12 @@ function Producer:_accept(record, pk, data, ehk, size, mem, where)
   local b = self.buffered_bytes + mem
   self.buffered_bytes = b
   if b > self.buffered_peak then self.buffered_peak = b end
-  route(self, rec, now)
+  route(self, rec)
   if where == "plain" then
     if self:_due(now) then self:_pump_plain(false) end
-  elseif self.fresh_n >= self.max_n or self.fresh_bytes >= self.max_b then
-    runtime.wake(self.key)
+  else
+    local fn, fb = self.pq:fresh()
+    if fn >= self.max_n or fb >= self.max_b then runtime.wake(self.key) end
   end
   return true
 end
@@ -608,8 +595,9 @@ end
 -- close, exiting).
 function Producer:_due(now)
   local o = self.opts
-  if self.fresh_n >= self.max_n or self.fresh_bytes >= self.max_b then return true end
-  if self.first_fresh and self.first_fresh + o.linger <= now then return true end
+  local fn, fb, first = self.pq:fresh()
+  if fn >= self.max_n or fb >= self.max_b then return true end
+  if first and first + o.linger <= now then return true end
   if self.next_retry <= now then return true end
   if #self.unrouted > 0 and self.refresh_not_before <= now then return true end
   return false
@@ -619,38 +607,34 @@ function Producer:_forced()
   return #self.flushers > 0 or self.want_room > 0 or self.closing or self.exit_at ~= nil
 end
 
--- Conservative bytes a user record adds to an aggregate (varints at their
--- widest), so an aggregate filled by this estimate never exceeds its limit.
-local function agg_cost(rec, new_key)
-  local c = #rec.Data + 24
-  if new_key then c = c + #rec.PartitionKey + 4 end
-  local ehk = rec.ExplicitHashKey
-  if ehk then c = c + #ehk + 10 end
-  return c
-end
-
 -- Builds the next PutRecords request from what is ready, or returns nil.
 -- Takes retries first, then fresh records, shard by shard (starting with a
 -- different shard each time), within each shard's tokens and the request
 -- limits, from shards with nothing in flight (so a key's records are
 -- stored in put order when nothing fails); ordered mode also takes no key
--- twice in one request.
+-- twice in one request. Retries are Lua entries; fresh records go from
+-- their shard's queue in C into the request's C part (pq:take), packed in
+-- aggregates there when aggregation is on.
 function Producer:_build(now, force)
   local o = self.opts
   local max_n, max_bytes = o.batch_max_records, o.batch_max_bytes
-  local entries, n, bytes = {}, 0, 0
+  local entries, n, nc, bytes = {}, 0, 0, 0
   local list = self.state_list
   local ns = #list
   if ns == 0 then return nil end
-  local ordered, agg = self.ordered, self.aggregate
-  local agg_max, agg_count = o.aggregation_max_size, o.aggregation_max_count
+  local pq = self.pq
+  local ordered = self.ordered
+  local agg_max = self.aggregate and o.aggregation_max_size or 0
+  local agg_count = o.aggregation_max_count
   local take_fresh = force or self:_due(now)
   local next_retry, gate = huge, huge
   local used = {}
+  local h = pq:request()
+  local takes, crecs = {}, 0
   local start = self.rr
   self.rr = start % ns + 1
   for k = 0, ns - 1 do
-    if n >= max_n then break end
+    if n + nc >= max_n then break end
     local s = list[(start + k - 1) % ns + 1]
     -- one request in flight per shard: two concurrent requests holding
     -- the same key could be stored in either order
@@ -665,7 +649,7 @@ function Producer:_build(now, force)
       if #rl > 0 then
         local keep = {}
         for _, e in ipairs(rl) do
-          if e.not_before <= now and n < max_n and bytes + e.size <= max_bytes
+          if e.not_before <= now and n + nc < max_n and bytes + e.size <= max_bytes
               and s.rtok >= 1 and s.btok > 0 then
             n = n + 1
             entries[n] = e
@@ -684,118 +668,43 @@ function Producer:_build(now, force)
         s.retry = keep
       end
     end
-    if take_fresh and s.qh <= s.qt then
-      local q, qh, qt = s.q, s.qh, s.qt
-      local seen = ordered and {} or nil
-      while qh <= qt and n < max_n do
-        if s.rtok < 1 or s.btok <= 0 then
-          gate = min(gate, now + 0.01)
-          break
-        end
-        local first = q[qh]
-        if seen and seen[first.PartitionKey] then break end
-        if bytes + first.size > max_bytes then break end
-        if not agg or #first.PartitionKey + #first.Data + 64 > agg_max then
-          -- alone: not aggregated, or too large to share an aggregate
-          q[qh] = nil
-          qh = qh + 1
-          n = n + 1
-          entries[n] = first
-          bytes = bytes + first.size
-          first.attempts = first.attempts + 1
-          s.rtok = s.rtok - 1
-          s.btok = s.btok - first.size
-          self.fresh_n = self.fresh_n - 1
-          self.fresh_bytes = self.fresh_bytes - first.size
-          if seen then seen[first.PartitionKey] = true end
-        else
-          -- an aggregate: records of this shard in order while they fit
-          local recs, m = { first }, 1
-          local keys = { [first.PartitionKey] = true }
-          local est = 20 + #first.PartitionKey + agg_cost(first, true)
-          local room = min(agg_max, max_bytes - bytes)
-          local j = qh + 1
-          while j <= qt and m < agg_count do
-            local r = q[j]
-            local pk = r.PartitionKey
-            local newk = not keys[pk]
-            if newk and seen and seen[pk] then break end
-            local c = agg_cost(r, newk)
-            if est + c > room then break end
-            est = est + c
-            m = m + 1
-            recs[m] = r
-            if newk then keys[pk] = true end
-            j = j + 1
-          end
-          local got = 0
-          for i = qh, j - 1 do
-            local r = q[i]
-            q[i] = nil
-            r.attempts = r.attempts + 1
-            got = got + r.size
-          end
-          qh = j
-          self.fresh_n = self.fresh_n - m
-          self.fresh_bytes = self.fresh_bytes - got
-          local e
-          if m == 1 then
-            e = first
-          else
-            local a, aerr = aggregate(recs, { max_bytes = agg_max })
-            if not a then error("kinesis.producer: aggregate failed: " .. tostring(aerr)) end
-            e = { recs = recs, Data = a.Data, PartitionKey = a.PartitionKey, ExplicitHashKey = hash_key_of(first),
-                  size = #a.Data + #a.PartitionKey, attempts = 1, shard = s }
-            self.n_aggregates = self.n_aggregates + 1
-            self.n_aggregated = self.n_aggregated + m
-          end
-          n = n + 1
-          entries[n] = e
-          bytes = bytes + e.size
-          s.rtok = s.rtok - 1
-          s.btok = s.btok - e.size
-          if seen then for key in pairs(keys) do seen[key] = true end end
-        end
+    if take_fresh and n + nc < max_n and pq:queued(s.ci) > 0 then
+      local ne, nb, nrec, naggs, nagg_recs, out_of_tokens = pq:take(h, s.ci, s.id, max_n - n - nc,
+        max_bytes - bytes, s.rtok, s.btok, agg_max, agg_count, ordered)
+      takes[#takes + 1] = s
+      if ne > 0 then
+        nc = nc + ne
+        crecs = crecs + nrec
+        bytes = bytes + nb
+        s.rtok = s.rtok - ne
+        s.btok = s.btok - nb
         used[s] = true
+        self.n_aggregates = self.n_aggregates + naggs
+        self.n_aggregated = self.n_aggregated + nagg_recs
       end
-      s.qh = qh
-      if qh > qt then s.q, s.qh, s.qt = {}, 1, 0 end
+      if out_of_tokens then gate = min(gate, now + 0.01) end
     end
     ::continue::
   end
   self.next_retry = next_retry
   self.gate = gate
-  -- the oldest fresh record left (its linger decides the next send)
-  if self.fresh_n == 0 then
-    self.first_fresh = nil
-  elseif take_fresh then
-    local oldest = huge
-    for _, s in ipairs(list) do
-      local h = s.q[s.qh]
-      if h and h.t < oldest then oldest = h.t end
-    end
-    self.first_fresh = oldest < huge and oldest or nil
+  if n + nc == 0 then
+    pq:abandon(h)
+    return nil
   end
-  if n == 0 then return nil end
   local shards_used = {}
   for s in pairs(used) do
     s.inflight = s.inflight + 1
     shards_used[#shards_used + 1] = s
   end
-  local nrec = 0
+  local nrec = crecs
   for i = 1, n do
     local e = entries[i]
     nrec = nrec + (e.recs and #e.recs or 1)
   end
   self.inflight_records = self.inflight_records + nrec
-  return { entries = entries, n = n, bytes = bytes, shards = shards_used, records = nrec }
-end
-
--- The JSON body of a request, written in C by the producer's batch writer
--- (src/l_batch.c): the records were checked at put, so the generic
--- validation and encoder are not needed on this path.
-local function encode(self, req)
-  return self.writer:put_records(self.body_head, req.entries, req.n)
+  return { entries = entries, n = n, h = h, nc = nc, takes = takes, bytes = bytes, shards = shards_used,
+           records = nrec }
 end
 
 -- An entry failed (err): retried after a full-jitter backoff while its
@@ -824,7 +733,7 @@ local function entry_failed(self, e, err, retryable, now)
       return delay, recs or { e }
     end
     if not s.open then
-      if recs then for _, r in ipairs(recs) do route(self, r, now) end else route(self, e, now) end
+      if recs then for _, r in ipairs(recs) do route(self, r) end else route(self, e) end
       return
     end
     e.not_before = now + delay
@@ -872,7 +781,7 @@ function Producer:_ack_aggregate(e, shard_id, seq, range, now)
     if r.t + self.ttl <= now then
       fail(self, r, expired(self, r))
     elseif self.map and not self.stale then
-      route(self, r, now)
+      route(self, r)
     else
       self.unrouted[#self.unrouted + 1] = r
     end
@@ -903,11 +812,48 @@ local function entry_ok(self, e, out, now)
   succeed(self, e, shard_id, seq, nil)
 end
 
--- Sends one request and settles every entry in it.
+-- Settles entry e (a Lua entry: a retry, or a C entry that was not
+-- acknowledged on its shard) from its answer entry r.
+local function settle_entry(self, e, r, now, note)
+  local code = r.ErrorCode
+  local shard_id, seq = r.ShardId, r.SequenceNumber
+  if not code and shard_id == e.shard.id and type(seq) == "string" then
+    -- acknowledged on the shard predicted
+    local recs = e.recs
+    if not recs then
+      succeed(self, e, shard_id, seq, nil)
+    else
+      for j = 1, #recs do succeed(self, recs[j], shard_id, seq, j - 1) end
+    end
+  elseif code then
+    if code == THROTTLED then throttle(self, e.shard, now) end
+    local eerr = errors.new { kind = "aws", code = code, message = r.ErrorMessage, op = "PutRecords",
+                              retryable = RETRYABLE_ENTRY[code] == true, throttling = code == THROTTLED }
+    note(e.shard, entry_failed(self, e, eerr, eerr.retryable, now))
+  else
+    entry_ok(self, e, r, now)
+  end
+end
+
+-- Sends one request and settles every entry in it: the Lua entries
+-- (retries) one by one, the C part in bulk (pq:settle), where only what
+-- was not acknowledged on its shard comes back to Lua.
 function Producer:_send(req)
-  local body = encode(self, req)
+  local pq, h = self.pq, req.h
+  local entries, n = req.entries, req.n
+  local total = n + req.nc
+  local body = pq:body(h, self.body_head, entries, n)
   self.n_requests = self.n_requests + 1
-  local ok, out, err = pcall(self.sender.attempts, self.sender, PUT_RECORDS, body, self.params)
+  local answered
+  -- the answer is read in C, without tables; a malformed one is a
+  -- protocol error from the client, as the model's decoder's would be
+  local function decode(raw)
+    local count, why = pq:parse(h, raw, total)
+    if not count then return nil, why end
+    answered = count
+    return raw
+  end
+  local ok, out, err = pcall(self.sender.attempts, self.sender, PUT_RECORDS, body, self.params, decode)
   if not ok then
     err = perr("InternalError", "PutRecords raised: " .. tostring(out), { retryable = true })
     out = nil
@@ -915,10 +861,9 @@ function Producer:_send(req)
   local now = now_fn()
   for _, s in ipairs(req.shards) do s.inflight = s.inflight - 1 end
   self.inflight_records = self.inflight_records - req.records
-  local entries, n = req.entries, req.n
-  if out and (type(out.Records) ~= "table" or #out.Records ~= n) then
-    err = errors.protocol("PutRecords", format("PutRecords answered %s entries for %d records",
-      type(out.Records) == "table" and tostring(#out.Records) or "no", n), { retryable = true })
+  if out and answered ~= total then
+    err = errors.protocol("PutRecords", format("PutRecords answered %d entries for %d records",
+      answered or 0, total), { retryable = true })
     out = nil
   end
   local backoff = {}   -- ordered mode: shard -> { delay, records }
@@ -930,6 +875,7 @@ function Producer:_send(req)
       for _, r in ipairs(recs) do b.recs[#b.recs + 1] = r end
     end
   end
+  local takes = req.takes
   if not out then
     self.n_request_errors = self.n_request_errors + 1
     local retryable = err.retryable == true
@@ -940,36 +886,29 @@ function Producer:_send(req)
       local e = entries[i]
       note(e.shard, entry_failed(self, e, err, retryable, now))
     end
-  else
-    local results = out.Records
-    for i = 1, n do
-      local e, r = entries[i], results[i]
-      local code = r.ErrorCode
-      local shard_id, seq = r.ShardId, r.SequenceNumber
-      if not code and shard_id == e.shard.id and type(seq) == "string" then
-        -- the common case: acknowledged on the shard predicted
-        local recs = e.recs
-        if not recs then
-          succeed(self, e, shard_id, seq, nil)
-        else
-          for j = 1, #recs do succeed(self, recs[j], shard_id, seq, j - 1) end
-        end
-      elseif code then
-        if code == THROTTLED then throttle(self, e.shard, now) end
-        local eerr = errors.new { kind = "aws", code = code, message = r.ErrorMessage, op = "PutRecords",
-                                  retryable = RETRYABLE_ENTRY[code] == true, throttling = code == THROTTLED }
-        note(e.shard, entry_failed(self, e, eerr, eerr.retryable, now))
-      else
-        entry_ok(self, e, r, now)
-      end
+    local centries, ctakes = pq:abandon(h)
+    for i = 1, #centries do
+      local e = centries[i]
+      e.shard = takes[ctakes[i]]
+      note(e.shard, entry_failed(self, e, err, retryable, now))
     end
+  else
+    local results, nacked, abytes, amem, answers, failed, ids =
+      pq:settle(h, out, n, self.on_result ~= nil, #self.flushers > 0)
+    for i = 1, n do settle_entry(self, entries[i], answers[i], now, note) end
+    for j = 1, #failed, 3 do
+      local e = failed[j]
+      e.shard = takes[failed[j + 2]]
+      settle_entry(self, e, failed[j + 1], now, note)
+    end
+    acked(self, results, nacked, abytes, amem, ids)
   end
   for s, b in pairs(backoff) do
     s.blocked_until = now + b.delay
     if s.open then
       requeue_front(self, s, b.recs)
     else
-      for _, r in ipairs(b.recs) do route(self, r, now) end
+      for _, r in ipairs(b.recs) do route(self, r) end
     end
   end
   if #self.suspects > 0 and not self.stale then self:_settle_suspects(now) end
@@ -986,32 +925,13 @@ function Producer:_expire(now)
   local exit_at = self.exit_at
   local ttl = self.ttl
   local function gone(r) return r.t + ttl <= now or (exit_at ~= nil and exit_at <= now) end
+  -- fresh records put at or before cutoff (all of them once exiting); in
+  -- ordered mode retried records sit among younger ones: the whole queue
+  local cutoff = (exit_at ~= nil and exit_at <= now) and huge or now - ttl
+  local pq = self.pq
   for _, s in ipairs(self.state_list) do
-    local q = s.q
-    while s.qh <= s.qt and gone(q[s.qh]) do
-      local r = q[s.qh]
-      q[s.qh] = nil
-      s.qh = s.qh + 1
-      self.fresh_n = self.fresh_n - 1
-      self.fresh_bytes = self.fresh_bytes - r.size
-      fail(self, r, expired(self, r))
-    end
-    if self.ordered then
-      -- retried records sit among younger ones: scan the whole queue
-      local keep, changed = {}, false
-      for i = s.qh, s.qt do
-        local r = q[i]
-        if gone(r) then
-          changed = true
-          self.fresh_n = self.fresh_n - 1
-          self.fresh_bytes = self.fresh_bytes - r.size
-          fail(self, r, expired(self, r))
-        else
-          keep[#keep + 1] = r
-        end
-      end
-      if changed then s.q, s.qh, s.qt = keep, 1, #keep end
-    end
+    local dead = pq:expire(s.ci, cutoff, self.ordered)
+    for i = 1, #dead do fail(self, dead[i], expired(self, dead[i])) end
     if #s.retry > 0 then
       local keep = {}
       for _, e in ipairs(s.retry) do
@@ -1045,7 +965,6 @@ function Producer:_expire(now)
     end
     self.unrouted = keep
   end
-  if self.fresh_n == 0 then self.first_fresh = nil end
   runtime.wake(self.room_key)
 end
 
@@ -1060,7 +979,8 @@ end
 -- When something next needs doing (seconds from now), for a waiting sender.
 function Producer:_next_wait(now, force)
   local t = now + SLICE
-  if self.first_fresh and not force then t = min(t, self.first_fresh + self.opts.linger) end
+  local _, _, first = self.pq:fresh()
+  if first and not force then t = min(t, first + self.opts.linger) end
   if self.next_retry < t then t = self.next_retry end
   if self.gate and self.gate < t then t = self.gate end
   if self.n_pending > 0 then t = min(t, self.next_expire) end
@@ -1161,7 +1081,7 @@ function Producer:flush()
   if self.n_pending == 0 then return true end
   local where = runtime.where()
   if where == "plain" then
-    local w = { mark = self.next_id, left = self.n_pending }
+    local w = { mark = self.pq:last_id(), left = self.n_pending }
     self.flushers[#self.flushers + 1] = w
     local ok, err = pcall(function()
       while w.left > 0 do self:_pump_plain(true, true) end
@@ -1173,7 +1093,7 @@ function Producer:flush()
   if not runtime.can_yield() then
     return nil, perr("CannotWait", "flush cannot wait in the nginx " .. tostring(runtime.phase()) .. " phase")
   end
-  local w = { mark = self.next_id, left = self.n_pending }
+  local w = { mark = self.pq:last_id(), left = self.n_pending }
   self.flushers[#self.flushers + 1] = w
   while w.left > 0 do
     if not self.driver_running then
