@@ -116,6 +116,12 @@ typedef struct pq {
   size_t kcap;
   char *scratch;             /* unescaping answer strings */
   size_t scratch_cap;
+  /* the producer's buffer accounting, kept here so that put() is one call */
+  int accepting;             /* put() takes records (not closing) */
+  double n_put, bytes_put;   /* records and bytes accepted */
+  double pending;            /* records without an outcome yet */
+  double buffered, peak;     /* bytes held (Data + key + ExplicitHashKey) */
+  double max_buffered, max_n, max_b, linger; /* configure() */
 } pq;
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -219,9 +225,18 @@ static int kset_has(const kset *k, const char *p, size_t n, uint32_t h)
 
 /* ---- the queue ----------------------------------------------------------- */
 
+/* The queue at index 1. Its methods hold the metatable as upvalue 1, so
+ * the check is a pointer comparison, not a registry lookup by name (a
+ * put() costs about as much as this lookup otherwise). */
 static pq *check_pq(lua_State *L)
 {
-  pq *q = (pq *)luaL_checkudata(L, 1, PQ_MT);
+  pq *q = (pq *)lua_touserdata(L, 1);
+  int ok = q != NULL && lua_getmetatable(L, 1);
+  if (ok) {
+    ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+  }
+  if (!ok) q = (pq *)luaL_checkudata(L, 1, PQ_MT); /* raises the usual error */
   if (q->closed) luaL_error(L, "producer queue is closed");
   return q;
 }
@@ -402,27 +417,35 @@ static void materialize(lua_State *L, pq *q, int ridx, prec *r)
 
 /* ---- put, push ----------------------------------------------------------- */
 
-/* pq:put(record, pk, data, now, max_n, max_b, linger) -> nil | 1 | 2
- * Queues a plain record (no ExplicitHashKey) on its shard: nil when it
- * cannot (no shard map yet, or the key or size breaks a rule: the caller
- * then takes the checked path, which says which), 2 when a request is due
- * (max_n records or max_b bytes fresh, or the oldest past its linger),
- * else 1. The caller has checked the types and the buffer bound. */
+/* pq:put(record, now) -> nil | 1 | 2
+ * The producer's common case in one call: a record table with string
+ * PartitionKey and Data and no ExplicitHashKey, a key of 1-256 characters
+ * (strict UTF-8), Data + key within 1 MiB, room under max_buffered, a
+ * shard map, and the queue accepting. Such a record is queued on its
+ * shard and counted; 2 says a request is due (max_n records or max_b
+ * bytes fresh, or the oldest past its linger), else 1. Anything else
+ * gives nil, and the caller takes its checked path, which says why. */
 static int pq_put(lua_State *L)
 {
   pq *q = check_pq(L);
-  size_t pk_len, data_len, id = 0;
-  const char *pk = lua_tolstring(L, 3, &pk_len);
-  const char *data = lua_tolstring(L, 4, &data_len);
-  double now = luaL_checknumber(L, 5);
-  double max_n = luaL_checknumber(L, 6);
-  double max_b = luaL_checknumber(L, 7), linger = luaL_checknumber(L, 8);
+  size_t pk_len, data_len, id = 0, size;
+  const char *pk, *data;
+  double now = luaL_checknumber(L, 3), buffered;
   long nchars;
   prec *r;
   int ridx;
-  if (q->map == NULL || pk == NULL || data == NULL) return 0;
+  if (!q->accepting || q->map == NULL || lua_type(L, 2) != LUA_TTABLE) return 0;
+  lua_getfield(L, 2, "ExplicitHashKey");
+  lua_getfield(L, 2, "PartitionKey");
+  lua_getfield(L, 2, "Data");
+  if (!lua_isnil(L, 4) || lua_type(L, 5) != LUA_TSTRING || lua_type(L, 6) != LUA_TSTRING) return 0;
+  pk = lua_tolstring(L, 5, &pk_len);
+  data = lua_tolstring(L, 6, &data_len);
+  size = pk_len + data_len;
+  buffered = q->buffered + (double)size;
+  if (size > MAX_RECORD_BYTES || buffered > q->max_buffered) return 0;
   nchars = kn_utf8_length(pk, pk_len);
-  if (nchars < 1 || nchars > MAX_KEY_CHARS || pk_len + data_len > MAX_RECORD_BYTES) return 0;
+  if (nchars < 1 || nchars > MAX_KEY_CHARS) return 0;
   r = rec_alloc(L, pk_len, data_len, 0);
   memcpy(r->bytes, pk, pk_len);
   memcpy(r->bytes + pk_len, data, data_len);
@@ -437,9 +460,62 @@ static int pq_put(lua_State *L)
   kn_shardmap_lookup(q->map, r->hk, &id);
   if (q->fresh_n == 0) q->first = now;
   fifo_push(q, &q->f[id], r, 0);
-  lua_pushinteger(L, ((double)q->fresh_n >= max_n || (double)q->fresh_bytes >= max_b
-                      || q->first + linger <= now) ? 2 : 1);
+  q->n_put += 1;
+  q->bytes_put += (double)size;
+  q->pending += 1;
+  q->buffered = buffered;
+  if (buffered > q->peak) q->peak = buffered;
+  lua_pushinteger(L, ((double)q->fresh_n >= q->max_n || (double)q->fresh_bytes >= q->max_b
+                      || q->first + q->linger <= now) ? 2 : 1);
   return 1;
+}
+
+/* pq:configure(max_buffered, max_n, max_b, linger, accepting) - what put()
+ * checks: the buffer bound, when a request is due, whether it takes
+ * records at all. */
+static int pq_configure(lua_State *L)
+{
+  pq *q = check_pq(L);
+  q->max_buffered = luaL_checknumber(L, 2);
+  q->max_n = luaL_checknumber(L, 3);
+  q->max_b = luaL_checknumber(L, 4);
+  q->linger = luaL_checknumber(L, 5);
+  q->accepting = lua_toboolean(L, 6);
+  return 0;
+}
+
+/* pq:account(put, bytes_put, pending, buffered) - adds to the counters
+ * (records taken or finished outside put() and settle()). */
+static int pq_account(lua_State *L)
+{
+  pq *q = check_pq(L);
+  q->n_put += luaL_checknumber(L, 2);
+  q->bytes_put += luaL_checknumber(L, 3);
+  q->pending += luaL_checknumber(L, 4);
+  q->buffered += luaL_checknumber(L, 5);
+  if (q->buffered > q->peak) q->peak = q->buffered;
+  return 0;
+}
+
+/* pq:pending() -> records without an outcome, bytes held */
+static int pq_pending(lua_State *L)
+{
+  pq *q = check_pq(L);
+  lua_pushinteger(L, (lua_Integer)q->pending);
+  lua_pushnumber(L, q->buffered);
+  return 2;
+}
+
+/* pq:counts() -> put, bytes put, pending, bytes held, peak bytes held */
+static int pq_counts(lua_State *L)
+{
+  pq *q = check_pq(L);
+  lua_pushinteger(L, (lua_Integer)q->n_put);
+  lua_pushinteger(L, (lua_Integer)q->bytes_put);
+  lua_pushinteger(L, (lua_Integer)q->pending);
+  lua_pushinteger(L, (lua_Integer)q->buffered);
+  lua_pushinteger(L, (lua_Integer)q->peak);
+  return 5;
 }
 
 static const char *str_field(lua_State *L, int t, const char *key, size_t *len, int optional)
@@ -909,28 +985,36 @@ static int pq_size(lua_State *L)
   do { if (kn_buf_append(&q->body, (s), (n)) != 0) nomem(L); } while (0)
 #define PUT_LIT(s) PUT(s, sizeof(s) - 1)
 
-static void put_b64(lua_State *L, pq *q, const char *p, size_t n)
-{
-  size_t len = 4 * ((n + 2) / 3);
-  if (kn_buf_reserve(&q->body, len) != 0) nomem(L);
-  kn_b64_fast_encode(&q->b64, (const unsigned char *)p, n, q->body.data + q->body.len);
-  q->body.len += len;
-  q->body.data[q->body.len] = '\0';
-}
+#define LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) + sizeof(s) - 1)
 
-static void put_entry(lua_State *L, pq *q, const char *data, size_t dlen, const char *pk, size_t plen,
-                      const char *ehk, size_t elen)
+/* Writes one entry {"Data":"<base64>","PartitionKey":<JSON>[,"ExplicitHashKey":"<decimal>"]}
+ * after a comma when `comma`, with one reservation for all of it. */
+static void put_entry(lua_State *L, pq *q, int comma, const char *data, size_t dlen, const char *pk,
+                      size_t plen, const char *ehk, size_t elen)
 {
-  PUT_LIT("{\"Data\":\"");
-  put_b64(L, q, data, dlen);
-  PUT_LIT("\",\"PartitionKey\":");
+  size_t b64len = 4 * ((dlen + 2) / 3);
+  char *o;
+  /* ,{"Data":" b64 ","PartitionKey": (the key: kn_json_put_string reserves) */
+  if (kn_buf_reserve(&q->body, 1 + 9 + b64len + 17) != 0) nomem(L);
+  o = q->body.data + q->body.len;
+  if (comma) *o++ = ',';
+  o = LIT(o, "{\"Data\":\"");
+  kn_b64_fast_encode(&q->b64, (const unsigned char *)data, dlen, o);
+  o += b64len;
+  o = LIT(o, "\",\"PartitionKey\":");
+  q->body.len = (size_t)(o - q->body.data);
   if (kn_json_put_string(&q->body, pk, plen) != 0) nomem(L);
+  if (kn_buf_reserve(&q->body, 21 + elen + 2) != 0) nomem(L);
+  o = q->body.data + q->body.len;
   if (ehk) {
-    PUT_LIT(",\"ExplicitHashKey\":\"");
-    PUT(ehk, elen);
-    PUT_LIT("\"");
+    o = LIT(o, ",\"ExplicitHashKey\":\"");
+    memcpy(o, ehk, elen);
+    o += elen;
+    *o++ = '"';
   }
-  PUT_LIT("}");
+  *o++ = '}';
+  *o = '\0';
+  q->body.len = (size_t)(o - q->body.data);
 }
 
 /* pq:body(h, head, entries, n) -> the PutRecords body
@@ -959,24 +1043,22 @@ static int pq_body(lua_State *L)
     data = str_field(L, e, "Data", &dlen, 0);
     pk = str_field(L, e, "PartitionKey", &plen, 0);
     ehk = str_field(L, e, "ExplicitHashKey", &elen, 1);
-    if (!first) PUT_LIT(",");
+    put_entry(L, q, !first, data, dlen, pk, plen, ehk, elen);
     first = 0;
-    put_entry(L, q, data, dlen, pk, plen, ehk, elen);
     lua_settop(L, top);
   }
   for (i = 0; i < rq->ne; i++) {
     pentry *e = &rq->e[i];
     prec *r = e->first;
-    if (!first) PUT_LIT(",");
-    first = 0;
     if (e->agg_len) {
       char dec[KN_U128_DEC_MAX + 1];
       size_t dl = 0;
       kn_u128_format(r->hk, dec, sizeof dec, &dl);
-      put_entry(L, q, rq->agg.data + e->agg_off, e->agg_len, PK(r), r->pk_len, dec, dl);
+      put_entry(L, q, !first, rq->agg.data + e->agg_off, e->agg_len, PK(r), r->pk_len, dec, dl);
     } else {
-      put_entry(L, q, DATA(r), r->data_len, PK(r), r->pk_len, r->ehk_len ? EHK(r) : NULL, r->ehk_len);
+      put_entry(L, q, !first, DATA(r), r->data_len, PK(r), r->pk_len, r->ehk_len ? EHK(r) : NULL, r->ehk_len);
     }
+    first = 0;
   }
   PUT_LIT("]}");
   lua_pushlstring(L, q->body.data, q->body.len);
@@ -1085,18 +1167,21 @@ static int span_is(const char *p, size_t n, int esc, const char *s)
   return p != NULL && !esc && n == strlen(s) && memcmp(p, s, n) == 0;
 }
 
-/* pq:settle(h, answer, nlua, results, ids)
- *   -> results, acknowledged, bytes, memory, answers, failed, ids
+/* The stride of settle()'s `acknowledged` array: per record, its caller's
+ * table, ShardId, SequenceNumber, SubSequenceNumber (false when not
+ * aggregated), attempts and id. */
+#define ACK_STRIDE 6
+
+/* pq:settle(h, answer, nlua, want) -> count, bytes, memory, answers, failed, acknowledged
  * Settles request h after parse(h, answer, ...). Answer entries 1..nlua
  * (the Lua entries body() wrote first) come back as tables in `answers`,
  * for the caller. A C entry acknowledged on the shard it was taken for
- * acknowledges its records: `acknowledged` counts them, `bytes` and
- * `memory` sum their sizes; with `results` true, `results` is an array of
- * a table per record { ok = true, record =, ShardId =, SequenceNumber =,
- * SubSequenceNumber = (aggregated records), attempts = } (else nil), and
- * with `ids` true `ids` lists their ids (else nil). Every other C entry
- * leaves C: `failed` is a flat array of triples (its Lua form, its answer
- * table, its take number). Frees the request. */
+ * acknowledges its records: `count` of them, `bytes` and `memory` the sums
+ * of their sizes (they leave the pending count and the bytes held); with `want` true `acknowledged` describes each in
+ * ACK_STRIDE consecutive slots (else it is nil): the caller builds the
+ * result tables, which Lua's constructors do faster than the C API. Every
+ * other C entry leaves C: `failed` is a flat array of triples (its Lua
+ * form, its answer table, its take number). Frees the request. */
 static int pq_settle(lua_State *L)
 {
   pq *q = check_pq(L);
@@ -1104,22 +1189,14 @@ static int pq_settle(lua_State *L)
   size_t len, i;
   const char *body = luaL_checklstring(L, 3, &len);
   lua_Integer nlua = luaL_checkinteger(L, 4);
-  int want_results = lua_toboolean(L, 5), want_ids = lua_toboolean(L, 6);
-  int ridx, res_idx = 0, ids_idx = 0, ans_idx, fail_idx;
+  int want = lua_toboolean(L, 5);
+  int ridx, out_idx = 0, ans_idx, fail_idx, k = 0;
   lua_Integer nres = 0, nfail = 0;
   double bytes = 0, mem = 0;
   if (rq->body != body || nlua < 0 || rq->nans != (size_t)nlua + rq->ne)
     return luaL_error(L, "producer queue: settle without a matching parse");
-  lua_settop(L, 6);
+  lua_settop(L, 5);
   ridx = push_refs(L);
-  if (want_results) {
-    lua_createtable(L, (int)rq->ne, 0);
-    res_idx = lua_gettop(L);
-  }
-  if (want_ids) {
-    lua_createtable(L, (int)rq->ne, 0);
-    ids_idx = lua_gettop(L);
-  }
   lua_createtable(L, (int)nlua, 0);
   ans_idx = lua_gettop(L);
   for (i = 0; i < (size_t)nlua; i++) {
@@ -1128,6 +1205,12 @@ static int pq_settle(lua_State *L)
   }
   lua_newtable(L);
   fail_idx = lua_gettop(L);
+  if (want) {
+    size_t nrec = 0;
+    for (i = 0; i < rq->ne; i++) nrec += rq->e[i].nrec;
+    lua_createtable(L, (int)(nrec * ACK_STRIDE), 0);
+    out_idx = lua_gettop(L);
+  }
   for (i = 0; i < rq->ne; i++) {
     pentry *e = &rq->e[i];
     const kn_pr_entry *a = &rq->ans[(size_t)nlua + i];
@@ -1136,7 +1219,7 @@ static int pq_settle(lua_State *L)
       prec *r = e->first, *next;
       lua_Integer sub = 0;
       int strs = 0;
-      if (want_results) {
+      if (want) {
         /* the entry's ShardId and SequenceNumber, shared by its records */
         push_span(L, q, a->shard, a->shard_len, 0);
         strs = lua_gettop(L);
@@ -1147,27 +1230,19 @@ static int pq_settle(lua_State *L)
         nres++;
         bytes += (double)SIZE(r);
         mem += (double)SIZE(r) + r->ehk_len;
-        if (want_results) {
-          lua_createtable(L, 0, 6);
-          lua_pushboolean(L, 1);
-          lua_setfield(L, -2, "ok");
+        if (want) {
           lua_rawgeti(L, ridx, (int)(2 * r->ref - 1));
-          lua_setfield(L, -2, "record");
+          lua_rawseti(L, out_idx, ++k);
           lua_pushvalue(L, strs);
-          lua_setfield(L, -2, "ShardId");
+          lua_rawseti(L, out_idx, ++k);
           lua_pushvalue(L, strs + 1);
-          lua_setfield(L, -2, "SequenceNumber");
-          if (e->agg_len) {
-            lua_pushinteger(L, sub++);
-            lua_setfield(L, -2, "SubSequenceNumber");
-          }
+          lua_rawseti(L, out_idx, ++k);
+          if (e->agg_len) lua_pushinteger(L, sub++); else lua_pushboolean(L, 0);
+          lua_rawseti(L, out_idx, ++k);
           lua_pushinteger(L, (lua_Integer)r->attempts);
-          lua_setfield(L, -2, "attempts");
-          lua_rawseti(L, res_idx, (int)nres);
-        }
-        if (want_ids) {
+          lua_rawseti(L, out_idx, ++k);
           lua_pushinteger(L, (lua_Integer)r->id);
-          lua_rawseti(L, ids_idx, (int)nres);
+          lua_rawseti(L, out_idx, ++k);
         }
         ref_free(L, q, ridx, r->ref);
         free(r);
@@ -1184,14 +1259,15 @@ static int pq_settle(lua_State *L)
     }
   }
   req_release(rq);
-  if (want_results) lua_pushvalue(L, res_idx); else lua_pushnil(L);
+  q->pending -= (double)nres;
+  q->buffered -= mem;
   lua_pushinteger(L, nres);
   lua_pushnumber(L, bytes);
   lua_pushnumber(L, mem);
   lua_pushvalue(L, ans_idx);
   lua_pushvalue(L, fail_idx);
-  if (want_ids) lua_pushvalue(L, ids_idx); else lua_pushnil(L);
-  return 7;
+  if (want) lua_pushvalue(L, out_idx); else lua_pushnil(L);
+  return 6;
 }
 
 /* pq:abandon(h) -> entries, takes
@@ -1232,6 +1308,10 @@ int kn_open_pqueue(lua_State *L)
 {
   static const luaL_Reg methods[] = {
     {"put", pq_put},
+    {"configure", pq_configure},
+    {"account", pq_account},
+    {"pending", pq_pending},
+    {"counts", pq_counts},
     {"push", pq_push},
     {"new_id", pq_new_id},
     {"last_id", pq_last_id},
@@ -1250,7 +1330,19 @@ int kn_open_pqueue(lua_State *L)
     {"close", pq_destroy},
     {NULL, NULL}
   };
-  kn_newclass(L, PQ_MT, methods, pq_destroy);
+  if (luaL_newmetatable(L, PQ_MT)) {
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, methods, 1); /* upvalue 1: the metatable (check_pq) */
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, pq_destroy);
+    lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+    lua_pushcfunction(L, pq_destroy);
+    lua_setfield(L, -2, "__close");
+#endif
+  }
+  lua_pop(L, 1);
   lua_pushcfunction(L, l_producer_queue);
   lua_setfield(L, -2, "producer_queue");
   return 0;

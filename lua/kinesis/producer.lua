@@ -23,6 +23,10 @@ local hash_key, u128_check = core.hash_key, core.u128_check
 local json_string = cjson.encode
 local utf8_length = validate.utf8_length
 local now_fn = runtime.now
+local co_running = coroutine.running
+-- the key put() caches the main thread's answer under (LuaJIT's
+-- coroutine.running() gives nil there)
+local MAIN = {}
 local runtime_where = runtime.where
 
 local M = {}
@@ -159,9 +163,9 @@ function M.new(client, opts)
     driver_running = false, inflight_requests = 0, closed = false, closing = false,
     exit_at = nil,
     -- counters
-    n_put = 0, bytes_put = 0, n_acked = 0, bytes_acked = 0, n_failed = 0, failed_by_code = {},
+    n_acked = 0, bytes_acked = 0, n_failed = 0, failed_by_code = {},
     n_retried = 0, n_requests = 0, n_request_errors = 0, n_aggregates = 0, n_aggregated = 0,
-    n_pending = 0, buffered_bytes = 0, buffered_peak = 0, inflight_records = 0, n_map_refreshes = 0, n_resent = 0,
+    inflight_records = 0, n_map_refreshes = 0, n_resent = 0,
     progress_at = now_fn(), progress_acked = 0, progress_bytes = 0, started = now_fn(),
     -- options read on every put
     -- when fresh records make a batch worth sending at once: 500 records
@@ -170,17 +174,25 @@ function M.new(client, opts)
     ttl = o.record_ttl, linger = o.linger,
     max_n = o.aggregate and huge or o.batch_max_records,
     max_b = o.aggregate and min(o.batch_max_bytes, o.aggregation_max_size) or o.batch_max_bytes,
-    max_buffered = o.max_buffered_bytes,
+    plain_co = false,              -- a coroutine put() found to be in a plain script
   }, Producer)
+  self:_configure()
   return self
+end
+
+-- What pq:put checks by itself: the buffer bound, when a request is due
+-- (max_n records or max_b bytes fresh, or linger), whether it takes
+-- records (not once closing).
+function Producer:_configure()
+  self.pq:configure(self.opts.max_buffered_bytes, self.max_n, self.max_b, self.linger,
+    not self.closing and not self.closed)
 end
 
 ---------------------------------------------------------------- outcomes
 
 -- Finishes record `rec`: counters, flush waiters, then the callback.
 local function finish(self, rec, res)
-  self.n_pending = self.n_pending - 1
-  self.buffered_bytes = self.buffered_bytes - (rec.mem or rec.size)
+  self.pq:account(0, 0, -1, -(rec.mem or rec.size))
   local fl = self.flushers
   for i = 1, #fl do
     local w = fl[i]
@@ -202,8 +214,7 @@ local function succeed(self, rec, shard_id, seq, sub)
   local cb = self.on_result
   if #self.flushers == 0 then
     -- the common case, without finish()'s flush bookkeeping
-    self.n_pending = self.n_pending - 1
-    self.buffered_bytes = self.buffered_bytes - (rec.mem or rec.size)
+    self.pq:account(0, 0, -1, -(rec.mem or rec.size))
     if cb then
       local ok, err = pcall(cb, { ok = true, record = rec.record, ShardId = shard_id, SequenceNumber = seq,
                                   SubSequenceNumber = sub, attempts = rec.attempts })
@@ -231,30 +242,40 @@ local function fail(self, rec, err)
 end
 
 -- Records the queue acknowledged in bulk (pq:settle): counters, flush
--- waiters (by the records' ids, given when someone flushes), then one
--- on_result call per result table.
-local function acked(self, results, n, bytes, mem, ids)
+-- waiters (by the records' ids), then one on_result call per record. out
+-- holds 6 slots a record: its caller's table, ShardId, SequenceNumber,
+-- SubSequenceNumber (false when not aggregated), attempts, id.
+local function acked(self, n, bytes, out)
   if n == 0 then return end
   self.n_acked = self.n_acked + n
   self.bytes_acked = self.bytes_acked + bytes
-  self.n_pending = self.n_pending - n
-  self.buffered_bytes = self.buffered_bytes - mem
-  if ids then
-    for _, w in ipairs(self.flushers) do
-      local mark, c = w.mark, 0
-      for i = 1, n do if ids[i] <= mark then c = c + 1 end end
-      if c > 0 then
-        w.left = w.left - c
-        if w.left <= 0 then runtime.wake(w) end
-      end
+  local fl = self.flushers
+  for f = 1, #fl do
+    local w = fl[f]
+    local mark, c = w.mark, 0
+    for i = 6, n * 6, 6 do if out[i] <= mark then c = c + 1 end end
+    if c > 0 then
+      w.left = w.left - c
+      if w.left <= 0 then runtime.wake(w) end
     end
   end
   local cb = self.on_result
-  if cb and results then
-    for i = 1, n do
-      local ok, err = pcall(cb, results[i])
-      if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(err)) end
+  if not cb then return end
+  -- one pcall for the lot: a callback that raises is logged, and the
+  -- calls go on from the next record
+  local i, last = 0, n * 6 - 6
+  local function calls()
+    while i <= last do
+      local k = i
+      i = i + 6
+      local sub = out[k + 4]
+      cb { ok = true, record = out[k + 1], ShardId = out[k + 2], SequenceNumber = out[k + 3],
+           SubSequenceNumber = sub or nil, attempts = out[k + 5] }
     end
+  end
+  while i <= last do
+    local ok, err = pcall(calls)
+    if not ok then runtime.log("error", "kinesis.producer: on_result raised: " .. tostring(err)) end
   end
 end
 
@@ -393,6 +414,7 @@ function Producer:_refresh(now)
   end
   if self.aggregate then
     self.max_b = min(self.opts.batch_max_bytes, self.opts.aggregation_max_size * #new_list)
+    self:_configure()
   end
   if self.rr > #new_list then self.rr = 1 end
   -- what waits on a shard that is gone goes through the new map; the
@@ -445,43 +467,33 @@ end
 
 --- producer:put(record) -> true | nil, err
 function Producer:put(record)
-  if type(record) ~= "table" then error("producer:put expects a record table", 2) end
-  -- the common case first, inline: a plain record, room in the buffer, a
-  -- plain script or a running sender; everything else takes the checks of
-  -- _put_checked (same rules, with the error for each)
-  local pk, data = record.PartitionKey, record.Data
-  if type(pk) == "string" and type(data) == "string" and record.ExplicitHashKey == nil
-      and not self.closing and not self.closed then
-    local size = #data + #pk
-    local buffered = self.buffered_bytes + size
-    if buffered <= self.max_buffered then
-      local where = runtime_where()
-      if where == "plain" or self.driver_running then
-        local now = now_fn()
-        -- C checks the key (UTF-8, 1-256 characters) and the size, and
-        -- queues the record on its shard: nil without a map or on a
-        -- broken rule (the checked path then says which)
-        local st = self.pq:put(record, pk, data, now, self.max_n, self.max_b, self.linger)
-        if st then
-          self.n_put = self.n_put + 1
-          self.bytes_put = self.bytes_put + size
-          self.n_pending = self.n_pending + 1
-          self.buffered_bytes = buffered
-          if buffered > self.buffered_peak then self.buffered_peak = buffered end
-          if st == 2 then
-            if where == "plain" then self:_pump_plain(false) else runtime.wake(self.key) end
-          elseif where == "plain" and self.next_retry <= now then
-            self:_pump_plain(false)
-          end
-          return true
-        end
-      end
+  -- the common case in one C call (pq:put): a plain record, room in the
+  -- buffer, a shard map, from a plain script or with the sender running;
+  -- everything else takes the checks of _put_checked (same rules, with
+  -- the error for each). Whether this coroutine is a plain script's is
+  -- asked of the runtime once per coroutine.
+  if not self.driver_running then
+    local co = co_running() or MAIN
+    if co ~= self.plain_co then
+      if runtime_where() ~= "plain" then return self:_put_checked(record) end
+      self.plain_co = co
     end
+  end
+  local now = now_fn()
+  local st = self.pq:put(record, now)
+  if st == 1 then
+    if self.next_retry > now then return true end
+    if not self.driver_running then self:_pump_plain(false) end
+    return true
+  elseif st == 2 then
+    if self.driver_running then runtime.wake(self.key) else self:_pump_plain(false) end
+    return true
   end
   return self:_put_checked(record)
 end
 
 function Producer:_put_checked(record)
+  if type(record) ~= "table" then error("producer:put expects a record table", 2) end
   if self.closed or self.closing then
     return nil, perr("Closed", "the producer is closed", { op = "producer:put" })
   end
@@ -519,7 +531,8 @@ function Producer:_put_checked(record)
   end
   local mem = size + (ehk and #ehk or 0)
   local where = runtime.where()
-  if self.buffered_bytes + mem > self.opts.max_buffered_bytes and self.n_pending > 0 then
+  local pending, held = self.pq:pending()
+  if held + mem > self.opts.max_buffered_bytes and pending > 0 then
     local ok, err = self:_wait_room(mem, where)
     if not ok then return nil, err end
   end
@@ -536,12 +549,7 @@ function Producer:_accept(record, pk, data, ehk, size, mem, where)
   local id = self.pq:new_id()
   local rec = { record = record, PartitionKey = pk, Data = data, ExplicitHashKey = ehk,
                 size = size, mem = ehk and mem or nil, id = id, t = now, attempts = 0 }
-  self.n_put = self.n_put + 1
-  self.bytes_put = self.bytes_put + size
-  self.n_pending = self.n_pending + 1
-  local b = self.buffered_bytes + mem
-  self.buffered_bytes = b
-  if b > self.buffered_peak then self.buffered_peak = b end
+  self.pq:account(1, size, 1, mem)
   route(self, rec)
   if where == "plain" then
     if self:_due(now) then self:_pump_plain(false) end
@@ -558,7 +566,9 @@ end
 function Producer:_wait_room(mem, where)
   local limit = self.opts.max_buffered_bytes
   if where == "plain" then
-    while self.buffered_bytes + mem > limit and self.n_pending > 0 do
+    while true do
+      local pending, held = self.pq:pending()
+      if held + mem <= limit or pending == 0 then break end
       self.want_room = self.want_room + 1
       local ok, err = pcall(self._pump_plain, self, true, true)
       self.want_room = self.want_room - 1
@@ -572,7 +582,9 @@ function Producer:_wait_room(mem, where)
       limit, tostring(runtime.phase())), { op = "producer:put", retryable = true })
   end
   self.want_room = self.want_room + 1
-  while self.buffered_bytes + mem > limit and self.n_pending > 0 and not self.closed do
+  while not self.closed do
+    local pending, held = self.pq:pending()
+    if held + mem <= limit or pending == 0 then break end
     if not self.driver_running then
       local ok, err = self:_start_driver()
       if not ok then
@@ -893,15 +905,15 @@ function Producer:_send(req)
       note(e.shard, entry_failed(self, e, err, retryable, now))
     end
   else
-    local results, nacked, abytes, amem, answers, failed, ids =
-      pq:settle(h, out, n, self.on_result ~= nil, #self.flushers > 0)
+    local nacked, abytes, _, answers, failed, acks =
+      pq:settle(h, out, n, self.on_result ~= nil or #self.flushers > 0)
     for i = 1, n do settle_entry(self, entries[i], answers[i], now, note) end
     for j = 1, #failed, 3 do
       local e = failed[j]
       e.shard = takes[failed[j + 2]]
       settle_entry(self, e, failed[j + 1], now, note)
     end
-    acked(self, results, nacked, abytes, amem, ids)
+    acked(self, nacked, abytes, acks)
   end
   for s, b in pairs(backoff) do
     s.blocked_until = now + b.delay
@@ -983,7 +995,7 @@ function Producer:_next_wait(now, force)
   if first and not force then t = min(t, first + self.opts.linger) end
   if self.next_retry < t then t = self.next_retry end
   if self.gate and self.gate < t then t = self.gate end
-  if self.n_pending > 0 then t = min(t, self.next_expire) end
+  if self.pq:pending() > 0 then t = min(t, self.next_expire) end
   if (self.stale or not self.map) and self.refresh_not_before < t then t = self.refresh_not_before end
   local w = t - now
   if w < 0.001 then w = 0.001 end
@@ -1007,7 +1019,7 @@ function Producer:_pump_plain(force, wait)
       if not ok then error(err, 0) end
       if wait then return end
     else
-      if wait and self.n_pending > 0 then runtime.sleep(self:_next_wait(now, true)) end
+      if wait and self.pq:pending() > 0 then runtime.sleep(self:_next_wait(now, true)) end
       return
     end
   end
@@ -1028,7 +1040,7 @@ function Producer:_drive()
   end
   while true do
     local now = now_fn()
-    if self.n_pending == 0 and self.inflight_requests == 0 then break end
+    if self.pq:pending() == 0 and self.inflight_requests == 0 then break end
     if not self.exit_at and runtime.exiting() then
       self.exit_at = now + self.opts.exit_grace
       self.next_expire = 0
@@ -1060,7 +1072,7 @@ function Producer:_start_driver()
     self.driver_running = false
     if not ok then runtime.log("error", "kinesis.producer: the sender stopped: " .. tostring(err)) end
     -- work that arrived while it was stopping
-    if ok and self.n_pending > 0 then
+    if ok and self.pq:pending() > 0 then
       local sok, serr = self:_start_driver()
       if not sok then runtime.log("error", "kinesis.producer: " .. tostring(serr)) end
     end
@@ -1078,10 +1090,10 @@ end
 
 --- producer:flush() -> true | nil, err
 function Producer:flush()
-  if self.n_pending == 0 then return true end
+  if self.pq:pending() == 0 then return true end
   local where = runtime.where()
   if where == "plain" then
-    local w = { mark = self.pq:last_id(), left = self.n_pending }
+    local w = { mark = self.pq:last_id(), left = (self.pq:pending()) }
     self.flushers[#self.flushers + 1] = w
     local ok, err = pcall(function()
       while w.left > 0 do self:_pump_plain(true, true) end
@@ -1093,7 +1105,7 @@ function Producer:flush()
   if not runtime.can_yield() then
     return nil, perr("CannotWait", "flush cannot wait in the nginx " .. tostring(runtime.phase()) .. " phase")
   end
-  local w = { mark = self.pq:last_id(), left = self.n_pending }
+  local w = { mark = self.pq:last_id(), left = (self.pq:pending()) }
   self.flushers[#self.flushers + 1] = w
   while w.left > 0 do
     if not self.driver_running then
@@ -1114,9 +1126,11 @@ end
 function Producer:close()
   if self.closed then return true end
   self.closing = true
+  self:_configure()
   local ok, err = self:flush()
   if not ok then
     self.closing = false
+    self:_configure()
     return nil, err
   end
   self.closed = true
@@ -1139,14 +1153,15 @@ function Producer:stats()
   end
   local by_code = {}
   for k, v in pairs(self.failed_by_code) do by_code[k] = v end
-  local unacked = self.n_pending - self.inflight_records
+  local n_put, bytes_put, pending, held, peak = self.pq:counts()
+  local unacked = pending - self.inflight_records
   return {
-    put = self.n_put, bytes_put = self.bytes_put,
+    put = n_put, bytes_put = bytes_put,
     acknowledged = self.n_acked, bytes_acknowledged = self.bytes_acked,
     failed = self.n_failed, failed_by_code = by_code,
     retried = self.n_retried, resent = self.n_resent,
-    pending = self.n_pending, in_flight = self.inflight_records, buffered = unacked,
-    buffered_bytes = self.buffered_bytes, buffered_bytes_peak = self.buffered_peak,
+    pending = pending, in_flight = self.inflight_records, buffered = unacked,
+    buffered_bytes = held, buffered_bytes_peak = peak,
     max_buffered_bytes = self.opts.max_buffered_bytes,
     requests = self.n_requests, request_errors = self.n_request_errors,
     in_flight_requests = self.inflight_requests,
@@ -1163,10 +1178,11 @@ function Producer:progress()
   local rps = (self.n_acked - self.progress_acked) / dt
   local mbps = (self.bytes_acked - self.progress_bytes) / dt / 1e6
   self.progress_at, self.progress_acked, self.progress_bytes = now, self.n_acked, self.bytes_acked
-  local fill = self.buffered_bytes / self.opts.max_buffered_bytes * 100
+  local n_put, _, pending, held = self.pq:counts()
+  local fill = held / self.opts.max_buffered_bytes * 100
   return format("producer: %d put, %d acked, %d failed, %d retried | %.0f rec/s, %.2f MB/s | "
-    .. "buffer %.1f%% (%d records, %.1f MiB) | %d requests", self.n_put, self.n_acked, self.n_failed,
-    self.n_retried, rps, mbps, fill, self.n_pending, self.buffered_bytes / 1048576, self.n_requests)
+    .. "buffer %.1f%% (%d records, %.1f MiB) | %d requests", n_put, self.n_acked, self.n_failed,
+    self.n_retried, rps, mbps, fill, pending, held / 1048576, self.n_requests)
 end
 
 function Producer:__tostring()
