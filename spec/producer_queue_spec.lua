@@ -62,6 +62,7 @@ end
 local function queue(list)
   local q = core.producer_queue()
   q:configure(BIG, BIG, BIG, BIG, true)
+  q:set_driver(true)
   local map = assert(shards.shard_map(list or even4()))
   local ci = q:set_shards(map, {})
   return q, map, ci
@@ -113,24 +114,26 @@ end
 -- take's entries and records
 local function counts(ne, _, nrec) return { ne, nrec } end
 
--- q:settle, its `acknowledged` array (6 slots a record: the caller's
--- table, ShardId, SequenceNumber, SubSequenceNumber or false, attempts,
--- id) read back as one table a record and the list of ids
-local function settle(q, h, ans, nlua, want)
-  local n, bytes, mem, answers, failed, acks = q:settle(h, ans, nlua, want)
-  local results, ids
+-- q:settle, its `acknowledged` array (5 slots a record: the caller's
+-- table, ShardId, SequenceNumber, SubSequenceNumber or false, attempts)
+-- read back as one table a record; ids asked for whenever results are,
+-- unless told
+local function settle(q, h, ans, nlua, want, want_ids)
+  if want_ids == nil then want_ids = want end
+  local n, bytes, mem, answers, failed, acks, ids = q:settle(h, ans, nlua, want, want_ids)
+  local results
   if want then
-    results, ids = {}, {}
+    results = {}
     for i = 0, n - 1 do
-      local b = 6 * i
+      local b = 5 * i
       results[i + 1] = { record = acks[b + 1], ShardId = acks[b + 2], SequenceNumber = acks[b + 3],
                          SubSequenceNumber = acks[b + 4], attempts = acks[b + 5] }
-      ids[i + 1] = acks[b + 6]
     end
-    assert.is_nil(acks[6 * n + 1], "nothing after the last acknowledged record")
+    assert.is_nil(acks[5 * n + 1], "nothing after the last acknowledged record")
   else
     assert.is_nil(acks)
   end
+  if want_ids then assert.equal(n, #ids) else assert.is_nil(ids) end
   return results, n, bytes, mem, answers, failed, ids
 end
 
@@ -285,6 +288,7 @@ describe("producer_queue:put", function()
     local bare = core.producer_queue()
     assert.is_nil(put(bare, { PartitionKey = "k", Data = "d" }))
     bare:set_shards(assert(shards.shard_map(even4())), {})
+    bare:set_driver(true)
     bare:configure(BIG, BIG, BIG, BIG, false)
     assert.is_nil(bare:put({ PartitionKey = "k", Data = "d" }, 0), "not accepting")
     assert.equal(0, (bare:fresh()))
@@ -320,6 +324,47 @@ describe("producer_queue:put", function()
     local n, b = q:fresh()
     assert.equal(4, n)
     assert.equal(257 + 769 + 1025 + 1048576, b)
+    q:close()
+  end)
+
+  it("queues only from a plain script's thread or with a sender running", function()
+    local q, map, ci = queue()
+    local rec = { PartitionKey = "k", Data = "d" }
+    q:set_driver(false)
+    assert.is_nil(put(q, rec))
+    q:set_plain()
+    assert.equal(1, put(q, rec))
+    -- another thread (a task) is not the plain script's
+    local co = coroutine.create(function() return put(q, rec) end)
+    local ok, st = coroutine.resume(co)
+    assert.is_true(ok)
+    assert.is_nil(st)
+    q:set_driver(true)
+    co = coroutine.create(function() return put(q, rec) end)
+    ok, st = coroutine.resume(co)
+    assert.same({ true, 1 }, { ok, st })
+    assert.equal(2, q:queued(ci[map:lookup("k").ShardId]))
+    q:close()
+  end)
+
+  it("stamps a record with the monotonic clock unless told the time", function()
+    local q, map, ci = queue()
+    local before = core.monotime()
+    assert.equal(1, q:put({ PartitionKey = "k", Data = "d" }))
+    local after = core.monotime()
+    local t = q:drain(ci[map:lookup("k").ShardId])[1].t
+    assert.is_true(t >= before and t <= after, t .. " not in " .. before .. ".." .. after)
+    q:close()
+  end)
+
+  it("returns 3 once a retry's backoff is over, when no request is due", function()
+    local q = queue()
+    q:set_next_retry(10)
+    assert.equal(1, put(q, { PartitionKey = "a", Data = "d" }, 9.5))
+    assert.equal(3, put(q, { PartitionKey = "b", Data = "d" }, 10))
+    assert.equal(2, put(q, { PartitionKey = "c", Data = "d" }, 10, 3))
+    q:set_next_retry(math.huge)
+    assert.equal(1, put(q, { PartitionKey = "d", Data = "d" }, 11))
     q:close()
   end)
 
@@ -565,6 +610,24 @@ describe("producer_queue:take, body, parse, settle (not aggregated)", function()
     assert.same({ 1, 6, 11 }, { nacked, abytes, amem })
     assert.same({}, answers)
     assert.same({}, failed)
+    -- results without ids, ids without results
+    for _, want in ipairs({ { true, false }, { false, true } }) do
+      local rec = { PartitionKey = "pk2", Data = "d2" }
+      put(q, rec)
+      local id = q:last_id()
+      local sh = map:lookup("pk2").ShardId
+      h = q:request()
+      take(q, h, ci, sh)
+      ans = answer { { sid = sh, seq = "8" } }
+      q:parse(h, ans, 1)
+      results, nacked, abytes, amem, answers, failed, ids = settle(q, h, ans, 0, want[1], want[2])
+      if want[1] then
+        assert.same({ { record = rec, ShardId = sh, SequenceNumber = "8", SubSequenceNumber = false, attempts = 1 } },
+          results)
+      else
+        assert.same({ id }, ids)
+      end
+    end
     q:close()
   end)
 
@@ -647,6 +710,47 @@ describe("producer_queue:take, body, parse, settle (not aggregated)", function()
     local got = q:drain(ci[A])
     assert.equal(new, got[1].record)
     assert.is_nil(got[1].last_err)
+    q:close()
+  end)
+
+  it("keeps requests in flight at once apart, settled in any order", function()
+    local q, map, ci = queue()
+    local recs, hs = {}, {}
+    for s = 0, 3 do
+      recs[s] = {}
+      for i, k in ipairs(keys_on(map, sid(s), 3, "s" .. s .. "-")) do
+        recs[s][i] = { PartitionKey = k, Data = s .. ":" .. i }
+        put(q, recs[s][i])
+      end
+    end
+    for s = 0, 3 do
+      hs[s] = q:request()
+      assert.same({ s == 2 and 1 or 3, 3 }, counts(take(q, hs[s], ci, sid(s), { agg_max = s == 2 and AGG or 0 })))
+    end
+    for s = 0, 3 do
+      local got = body_records(q, hs[s])
+      local want = s == 2 and 1 or 3
+      assert.equal(want, #got)
+      if s ~= 2 then
+        for i = 1, 3 do assert.equal(recs[s][i].Data, b64decode(got[i].Data)) end
+      end
+    end
+    for _, s in ipairs({ 2, 0, 3 }) do
+      local n = s == 2 and 1 or 3
+      local items = {}
+      for j = 1, n do items[j] = { sid = sid(s), seq = s .. j } end
+      local ans = answer(items)
+      assert.equal(n, q:parse(hs[s], ans, n))
+      local results = settle(q, hs[s], ans, 0, true)
+      assert.equal(3, #results)
+      for i = 1, 3 do
+        assert.equal(recs[s][i], results[i].record)
+        assert.equal(sid(s), results[i].ShardId)
+      end
+    end
+    local back, takes = q:abandon(hs[1])
+    assert.same({ 1, 1, 1 }, takes)
+    for i = 1, 3 do assert.equal(recs[1][i], back[i].record) end
     q:close()
   end)
 
