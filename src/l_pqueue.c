@@ -17,6 +17,7 @@
  * Its user value R holds, for the record of ref k, the caller's record
  * table at R[2k-1] and its last error at R[2k], and the shard map at R[0].
  * The userdata is created first; __gc and __close share one destroy. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,8 @@ typedef struct prec {
   double t;
   uint32_t attempts;
   uint32_t ref;
+  uint32_t cls;                       /* size class (rec_alloc), 0: none */
+  uint32_t has_err;                   /* R[2 * ref] holds a last error */
   uint32_t pk_len, data_len, ehk_len; /* ehk_len 0: no ExplicitHashKey */
   kn_u128 hk;                         /* ExplicitHashKey, else MD5(pk) */
   char bytes[];                       /* pk, data, ehk */
@@ -51,6 +54,14 @@ typedef struct prec {
 #define DATA(r) ((r)->bytes + (r)->pk_len)
 #define EHK(r) ((r)->bytes + (r)->pk_len + (r)->data_len)
 #define SIZE(r) ((size_t)(r)->pk_len + (r)->data_len)
+
+/* Freed records are kept for reuse by size class (REC_CLASS bytes each,
+ * up to REC_CLASSES classes, REC_CACHE bytes in all): a producer frees
+ * and allocates hundreds of records of similar size at a time, which
+ * glibc serves from its slower bins once its per-thread cache is full. */
+#define REC_CLASS 64
+#define REC_CLASSES 32
+#define REC_CACHE (1024 * 1024)
 
 typedef struct pfifo {
   prec *head, *tail;
@@ -122,6 +133,11 @@ typedef struct pq {
   double pending;            /* records without an outcome yet */
   double buffered, peak;     /* bytes held (Data + key + ExplicitHashKey) */
   double max_buffered, max_n, max_b, linger; /* configure() */
+  double next_retry;         /* set_next_retry() */
+  int driver;                /* a background sender runs (set_driver()) */
+  lua_State *plain;          /* a thread known to be a plain script's (set_plain(); R[-1] anchors it) */
+  prec *cache[REC_CLASSES];  /* freed records by size class */
+  size_t cached;             /* their bytes */
 } pq;
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -241,19 +257,31 @@ static pq *check_pq(lua_State *L)
   return q;
 }
 
-static void free_chain(prec *r)
+static void rec_free(pq *q, prec *r)
+{
+  size_t bytes = (size_t)r->cls * REC_CLASS;
+  if (r->cls > 0 && q->cached + bytes <= REC_CACHE) {
+    r->next = q->cache[r->cls];
+    q->cache[r->cls] = r;
+    q->cached += bytes;
+  } else {
+    free(r);
+  }
+}
+
+static void free_chain(pq *q, prec *r)
 {
   while (r) {
     prec *n = r->next;
-    free(r);
+    rec_free(q, r);
     r = n;
   }
 }
 
-static void req_release(preq *rq)
+static void req_release(pq *q, preq *rq)
 {
   size_t i;
-  for (i = 0; i < rq->ne; i++) free_chain(rq->e[i].first);
+  for (i = 0; i < rq->ne; i++) free_chain(q, rq->e[i].first);
   rq->ne = 0;
   rq->ntakes = 0;
   rq->nans = 0;
@@ -269,11 +297,11 @@ static int pq_destroy(lua_State *L)
   size_t i;
   if (q->closed) return 0;
   q->closed = 1;
-  for (i = 0; i < q->nf; i++) free_chain(q->f[i].head);
+  for (i = 0; i < q->nf; i++) free_chain(q, q->f[i].head);
   free(q->f);
   for (i = 0; i < q->nreqs; i++) {
     preq *rq = &q->reqs[i];
-    req_release(rq);
+    req_release(q, rq);
     free(rq->e);
     kn_buf_free(&rq->agg);
     kn_buf_free(&rq->sids);
@@ -290,6 +318,14 @@ static int pq_destroy(lua_State *L)
   free(q->ehk_tab);
   free(q->krecs);
   free(q->scratch);
+  for (i = 0; i < REC_CLASSES; i++) {
+    prec *r = q->cache[i];
+    while (r) {
+      prec *n = r->next;
+      free(r);
+      r = n;
+    }
+  }
   memset(q, 0, sizeof *q);
   q->closed = 1;
   return 0;
@@ -309,21 +345,38 @@ static uint32_t ref_new(lua_State *L, pq *q)
   return ++q->next_ref;
 }
 
-/* Frees ref k: R[2k-1] = R[2k] = nil (R at ridx). */
-static void ref_free(lua_State *L, pq *q, int ridx, uint32_t k)
+/* Frees ref k: R[2k-1] = nil, and R[2k] when it holds an error (R at ridx). */
+static void ref_free(lua_State *L, pq *q, int ridx, uint32_t k, int has_err)
 {
   lua_pushnil(L);
   lua_rawseti(L, ridx, (int)(2 * k - 1));
-  lua_pushnil(L);
-  lua_rawseti(L, ridx, (int)(2 * k));
+  if (has_err) {
+    lua_pushnil(L);
+    lua_rawseti(L, ridx, (int)(2 * k));
+  }
   q->free_refs = (uint32_t *)grow(L, q->free_refs, &q->free_cap, q->nfree + 1, sizeof *q->free_refs);
   q->free_refs[q->nfree++] = k;
 }
 
-static prec *rec_alloc(lua_State *L, size_t pk_len, size_t data_len, size_t ehk_len)
+static prec *rec_alloc(lua_State *L, pq *q, size_t pk_len, size_t data_len, size_t ehk_len)
 {
-  prec *r = (prec *)malloc(sizeof *r + pk_len + data_len + ehk_len);
+  size_t need = sizeof(prec) + pk_len + data_len + ehk_len;
+  size_t cls = (need + REC_CLASS - 1) / REC_CLASS;
+  prec *r;
+  if (cls < REC_CLASSES) {
+    r = q->cache[cls];
+    if (r != NULL) {
+      q->cache[cls] = r->next;
+      q->cached -= cls * REC_CLASS;
+    } else {
+      r = (prec *)malloc(cls * REC_CLASS);
+    }
+  } else {
+    cls = 0;
+    r = (prec *)malloc(need);
+  }
   if (r == NULL) nomem(L);
+  r->cls = (uint32_t)cls;
   r->next = NULL;
   r->pk_len = (uint32_t)pk_len;
   r->data_len = (uint32_t)data_len;
@@ -391,8 +444,10 @@ static void materialize(lua_State *L, pq *q, int ridx, prec *r)
   lua_createtable(L, 0, 10);
   lua_rawgeti(L, ridx, (int)(2 * r->ref - 1));
   lua_setfield(L, -2, "record");
-  lua_rawgeti(L, ridx, (int)(2 * r->ref));
-  lua_setfield(L, -2, "last_err");
+  if (r->has_err) {
+    lua_rawgeti(L, ridx, (int)(2 * r->ref));
+    lua_setfield(L, -2, "last_err");
+  }
   lua_pushlstring(L, PK(r), r->pk_len);
   lua_setfield(L, -2, "PartitionKey");
   lua_pushlstring(L, DATA(r), r->data_len);
@@ -411,30 +466,35 @@ static void materialize(lua_State *L, pq *q, int ridx, prec *r)
   lua_setfield(L, -2, "t");
   lua_pushinteger(L, (lua_Integer)r->attempts);
   lua_setfield(L, -2, "attempts");
-  ref_free(L, q, ridx, r->ref);
-  free(r);
+  ref_free(L, q, ridx, r->ref, (int)r->has_err);
+  rec_free(q, r);
 }
 
 /* ---- put, push ----------------------------------------------------------- */
 
-/* pq:put(record, now) -> nil | 1 | 2
- * The producer's common case in one call: a record table with string
+/* pq:put(record[, now]) -> nil | 1 | 2 | 3
+ * The producer's common case in one call: from the thread set_plain()
+ * named or with a background sender running, a record table with string
  * PartitionKey and Data and no ExplicitHashKey, a key of 1-256 characters
  * (strict UTF-8), Data + key within 1 MiB, room under max_buffered, a
  * shard map, and the queue accepting. Such a record is queued on its
- * shard and counted; 2 says a request is due (max_n records or max_b
- * bytes fresh, or the oldest past its linger), else 1. Anything else
- * gives nil, and the caller takes its checked path, which says why. */
+ * shard, stamped with now (default: the monotonic clock, kn_monotime) and
+ * counted; 2 says a request is due (max_n records or max_b bytes fresh,
+ * or the oldest past its linger), 3 that a retry's backoff is over, else
+ * 1. Anything else gives nil, and the caller takes its checked path,
+ * which says why. */
 static int pq_put(lua_State *L)
 {
   pq *q = check_pq(L);
   size_t pk_len, data_len, id = 0, size;
   const char *pk, *data;
-  double now = luaL_checknumber(L, 3), buffered;
+  double now = lua_isnumber(L, 3) ? lua_tonumber(L, 3) : kn_monotime(), buffered;
   long nchars;
   prec *r;
   int ridx;
-  if (!q->accepting || q->map == NULL || lua_type(L, 2) != LUA_TTABLE) return 0;
+  if (!q->accepting || (!q->driver && q->plain != L) || q->map == NULL || lua_type(L, 2) != LUA_TTABLE)
+    return 0;
+  lua_settop(L, 3); /* the fields at 4, 5, 6 */
   lua_getfield(L, 2, "ExplicitHashKey");
   lua_getfield(L, 2, "PartitionKey");
   lua_getfield(L, 2, "Data");
@@ -446,13 +506,14 @@ static int pq_put(lua_State *L)
   if (size > MAX_RECORD_BYTES || buffered > q->max_buffered) return 0;
   nchars = kn_utf8_length(pk, pk_len);
   if (nchars < 1 || nchars > MAX_KEY_CHARS) return 0;
-  r = rec_alloc(L, pk_len, data_len, 0);
+  r = rec_alloc(L, q, pk_len, data_len, 0);
   memcpy(r->bytes, pk, pk_len);
   memcpy(r->bytes + pk_len, data, data_len);
   r->hk = kn_u128_md5(pk, pk_len);
   r->id = ++q->next_id;
   r->t = now;
   r->attempts = 0;
+  r->has_err = 0;
   r->ref = ref_new(L, q);
   ridx = push_refs(L);
   lua_pushvalue(L, 2);
@@ -465,9 +526,40 @@ static int pq_put(lua_State *L)
   q->pending += 1;
   q->buffered = buffered;
   if (buffered > q->peak) q->peak = buffered;
-  lua_pushinteger(L, ((double)q->fresh_n >= q->max_n || (double)q->fresh_bytes >= q->max_b
-                      || q->first + q->linger <= now) ? 2 : 1);
+  if ((double)q->fresh_n >= q->max_n || (double)q->fresh_bytes >= q->max_b || q->first + q->linger <= now)
+    lua_pushinteger(L, 2);
+  else
+    lua_pushinteger(L, q->next_retry <= now ? 3 : 1);
   return 1;
+}
+
+/* pq:set_plain() - the calling thread runs a plain script (the caller
+ * asked kinesis.runtime): put() may queue from it without a sender. */
+static int pq_set_plain(lua_State *L)
+{
+  pq *q = check_pq(L);
+  int ridx = push_refs(L);
+  lua_pushthread(L);
+  lua_rawseti(L, ridx, -1);
+  q->plain = L;
+  return 0;
+}
+
+/* pq:set_driver(running) - whether a background sender runs. */
+static int pq_set_driver(lua_State *L)
+{
+  pq *q = check_pq(L);
+  q->driver = lua_toboolean(L, 2);
+  return 0;
+}
+
+/* pq:set_next_retry(t) - when the earliest retry's backoff is over, for
+ * put()'s answer 3. */
+static int pq_set_next_retry(lua_State *L)
+{
+  pq *q = check_pq(L);
+  q->next_retry = luaL_checknumber(L, 2);
+  return 0;
 }
 
 /* pq:configure(max_buffered, max_n, max_b, linger, accepting) - what put()
@@ -557,13 +649,13 @@ static int pq_push(lua_State *L)
   pk = str_field(L, 3, "PartitionKey", &pk_len, 0);
   data = str_field(L, 3, "Data", &data_len, 0);
   ehk = str_field(L, 3, "ExplicitHashKey", &ehk_len, 1);
-  r = rec_alloc(L, pk_len, data_len, ehk_len);
+  r = rec_alloc(L, q, pk_len, data_len, ehk_len);
   memcpy(PK(r), pk, pk_len);
   memcpy(DATA(r), data, data_len);
   if (ehk_len) memcpy(EHK(r), ehk, ehk_len);
   if (ehk) {
     if (kn_u128_parse(ehk, ehk_len, &r->hk) != 0) {
-      free(r);
+      rec_free(q, r);
       return luaL_error(L, "producer queue: record table with a bad ExplicitHashKey");
     }
   } else {
@@ -578,6 +670,7 @@ static int pq_push(lua_State *L)
   lua_getfield(L, 3, "record");
   lua_rawseti(L, ridx, (int)(2 * r->ref - 1));
   lua_getfield(L, 3, "last_err");
+  r->has_err = !lua_isnil(L, -1);
   lua_rawseti(L, ridx, (int)(2 * r->ref));
   if (front) {
     q->first = 0; /* due at once: it was waiting already */
@@ -1169,17 +1262,18 @@ static int span_is(const char *p, size_t n, int esc, const char *s)
 
 /* The stride of settle()'s `acknowledged` array: per record, its caller's
  * table, ShardId, SequenceNumber, SubSequenceNumber (false when not
- * aggregated), attempts and id. */
-#define ACK_STRIDE 6
+ * aggregated) and attempts. */
+#define ACK_STRIDE 5
 
-/* pq:settle(h, answer, nlua, want) -> count, bytes, memory, answers, failed, acknowledged
+/* pq:settle(h, answer, nlua, want, want_ids) -> count, bytes, memory, answers, failed, acknowledged, ids
  * Settles request h after parse(h, answer, ...). Answer entries 1..nlua
  * (the Lua entries body() wrote first) come back as tables in `answers`,
  * for the caller. A C entry acknowledged on the shard it was taken for
  * acknowledges its records: `count` of them, `bytes` and `memory` the sums
  * of their sizes (they leave the pending count and the bytes held); with `want` true `acknowledged` describes each in
  * ACK_STRIDE consecutive slots (else it is nil): the caller builds the
- * result tables, which Lua's constructors do faster than the C API. Every
+ * result tables, which Lua's constructors do faster than the C API; with
+ * `want_ids` true `ids` lists their ids in the same order. Every
  * other C entry leaves C: `failed` is a flat array of triples (its Lua
  * form, its answer table, its take number). Frees the request. */
 static int pq_settle(lua_State *L)
@@ -1189,13 +1283,13 @@ static int pq_settle(lua_State *L)
   size_t len, i;
   const char *body = luaL_checklstring(L, 3, &len);
   lua_Integer nlua = luaL_checkinteger(L, 4);
-  int want = lua_toboolean(L, 5);
-  int ridx, out_idx = 0, ans_idx, fail_idx, k = 0;
+  int want = lua_toboolean(L, 5), want_ids = lua_toboolean(L, 6);
+  int ridx, out_idx = 0, ids_idx = 0, ans_idx, fail_idx, k = 0;
   lua_Integer nres = 0, nfail = 0;
   double bytes = 0, mem = 0;
   if (rq->body != body || nlua < 0 || rq->nans != (size_t)nlua + rq->ne)
     return luaL_error(L, "producer queue: settle without a matching parse");
-  lua_settop(L, 5);
+  lua_settop(L, 6);
   ridx = push_refs(L);
   lua_createtable(L, (int)nlua, 0);
   ans_idx = lua_gettop(L);
@@ -1210,6 +1304,10 @@ static int pq_settle(lua_State *L)
     for (i = 0; i < rq->ne; i++) nrec += rq->e[i].nrec;
     lua_createtable(L, (int)(nrec * ACK_STRIDE), 0);
     out_idx = lua_gettop(L);
+  }
+  if (want_ids) {
+    lua_createtable(L, (int)rq->ne, 0);
+    ids_idx = lua_gettop(L);
   }
   for (i = 0; i < rq->ne; i++) {
     pentry *e = &rq->e[i];
@@ -1241,11 +1339,13 @@ static int pq_settle(lua_State *L)
           lua_rawseti(L, out_idx, ++k);
           lua_pushinteger(L, (lua_Integer)r->attempts);
           lua_rawseti(L, out_idx, ++k);
-          lua_pushinteger(L, (lua_Integer)r->id);
-          lua_rawseti(L, out_idx, ++k);
         }
-        ref_free(L, q, ridx, r->ref);
-        free(r);
+        if (want_ids) {
+          lua_pushinteger(L, (lua_Integer)r->id);
+          lua_rawseti(L, ids_idx, (int)nres);
+        }
+        ref_free(L, q, ridx, r->ref, (int)r->has_err);
+        rec_free(q, r);
       }
       if (strs) lua_settop(L, strs - 1);
       e->first = NULL;
@@ -1258,7 +1358,7 @@ static int pq_settle(lua_State *L)
       lua_rawseti(L, fail_idx, (int)++nfail);
     }
   }
-  req_release(rq);
+  req_release(q, rq);
   q->pending -= (double)nres;
   q->buffered -= mem;
   lua_pushinteger(L, nres);
@@ -1267,7 +1367,8 @@ static int pq_settle(lua_State *L)
   lua_pushvalue(L, ans_idx);
   lua_pushvalue(L, fail_idx);
   if (want) lua_pushvalue(L, out_idx); else lua_pushnil(L);
-  return 6;
+  if (want_ids) lua_pushvalue(L, ids_idx); else lua_pushnil(L);
+  return 7;
 }
 
 /* pq:abandon(h) -> entries, takes
@@ -1287,7 +1388,7 @@ static int pq_abandon(lua_State *L)
     lua_pushinteger(L, (lua_Integer)rq->e[i].take);
     lua_rawseti(L, ridx + 2, (int)i + 1);
   }
-  req_release(rq);
+  req_release(q, rq);
   return 2;
 }
 
@@ -1296,6 +1397,7 @@ static int l_producer_queue(lua_State *L)
 {
   pq *q = (pq *)kn_newuserdata(L, sizeof *q);
   memset(q, 0, sizeof *q);
+  q->next_retry = HUGE_VAL;
   kn_buf_init(&q->body);
   luaL_setmetatable(L, PQ_MT);
   lua_newtable(L);
@@ -1309,6 +1411,9 @@ int kn_open_pqueue(lua_State *L)
   static const luaL_Reg methods[] = {
     {"put", pq_put},
     {"configure", pq_configure},
+    {"set_next_retry", pq_set_next_retry},
+    {"set_plain", pq_set_plain},
+    {"set_driver", pq_set_driver},
     {"account", pq_account},
     {"pending", pq_pending},
     {"counts", pq_counts},

@@ -7,11 +7,18 @@
 
 #include "lbind.h"
 
-static int l_monotime(lua_State *L)
+/* Seconds of the monotonic clock: core.monotime, which kinesis.runtime's
+ * now() is everywhere, and what the producer queue stamps records with. */
+double kn_monotime(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int l_monotime(lua_State *L)
+{
+  lua_pushnumber(L, (lua_Number)kn_monotime());
   return 1;
 }
 

@@ -23,5 +23,7 @@ int kn_open_answer(lua_State *L);
 struct kn_shardmap;
 /* l_hash.c: the map inside a "kinesis.shard_map" userdata (raises if not). */
 struct kn_shardmap *kn_check_shardmap(lua_State *L, int idx);
+/* l_time.c: seconds of the monotonic clock (core.monotime). */
+double kn_monotime(void);
 
 #endif

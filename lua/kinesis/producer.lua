@@ -23,10 +23,6 @@ local hash_key, u128_check = core.hash_key, core.u128_check
 local json_string = cjson.encode
 local utf8_length = validate.utf8_length
 local now_fn = runtime.now
-local co_running = coroutine.running
--- the key put() caches the main thread's answer under (LuaJIT's
--- coroutine.running() gives nil there)
-local MAIN = {}
 local runtime_where = runtime.where
 
 local M = {}
@@ -59,6 +55,8 @@ local REFRESH_MIN, REFRESH_MAX = 1, 30
 local STALE_GAP = 0.2
 
 local PUT_RECORDS = require("kinesis.client").operations.PutRecords
+-- the queue's put, called without a method lookup on every producer:put
+local pq_put = getmetatable(core.producer_queue()).__index.put
 
 ---------------------------------------------------------------- errors
 
@@ -174,7 +172,6 @@ function M.new(client, opts)
     ttl = o.record_ttl, linger = o.linger,
     max_n = o.aggregate and huge or o.batch_max_records,
     max_b = o.aggregate and min(o.batch_max_bytes, o.aggregation_max_size) or o.batch_max_bytes,
-    plain_co = false,              -- a coroutine put() found to be in a plain script
   }, Producer)
   self:_configure()
   return self
@@ -242,35 +239,41 @@ local function fail(self, rec, err)
 end
 
 -- Records the queue acknowledged in bulk (pq:settle): counters, flush
--- waiters (by the records' ids), then one on_result call per record. out
--- holds 6 slots a record: its caller's table, ShardId, SequenceNumber,
--- SubSequenceNumber (false when not aggregated), attempts, id.
-local function acked(self, n, bytes, out)
+-- waiters (by the records' ids, given while someone flushes), then one
+-- on_result call per record. out holds 5 slots a record: its caller's
+-- table, ShardId, SequenceNumber, SubSequenceNumber (false when not
+-- aggregated), attempts.
+local function acked(self, n, bytes, out, ids)
   if n == 0 then return end
   self.n_acked = self.n_acked + n
   self.bytes_acked = self.bytes_acked + bytes
-  local fl = self.flushers
-  for f = 1, #fl do
-    local w = fl[f]
-    local mark, c = w.mark, 0
-    for i = 6, n * 6, 6 do if out[i] <= mark then c = c + 1 end end
-    if c > 0 then
-      w.left = w.left - c
-      if w.left <= 0 then runtime.wake(w) end
+  if ids then
+    for _, w in ipairs(self.flushers) do
+      local mark, c = w.mark, 0
+      for i = 1, n do if ids[i] <= mark then c = c + 1 end end
+      if c > 0 then
+        w.left = w.left - c
+        if w.left <= 0 then runtime.wake(w) end
+      end
     end
   end
   local cb = self.on_result
   if not cb then return end
   -- one pcall for the lot: a callback that raises is logged, and the
   -- calls go on from the next record
-  local i, last = 0, n * 6 - 6
+  local i, last = 0, n * 5 - 5
   local function calls()
     while i <= last do
       local k = i
-      i = i + 6
+      i = i + 5
       local sub = out[k + 4]
-      cb { ok = true, record = out[k + 1], ShardId = out[k + 2], SequenceNumber = out[k + 3],
-           SubSequenceNumber = sub or nil, attempts = out[k + 5] }
+      if sub then
+        cb { ok = true, record = out[k + 1], ShardId = out[k + 2], SequenceNumber = out[k + 3],
+             SubSequenceNumber = sub, attempts = out[k + 5] }
+      else
+        cb { ok = true, record = out[k + 1], ShardId = out[k + 2], SequenceNumber = out[k + 3],
+             attempts = out[k + 5] }
+      end
     end
   end
   while i <= last do
@@ -468,25 +471,16 @@ end
 --- producer:put(record) -> true | nil, err
 function Producer:put(record)
   -- the common case in one C call (pq:put): a plain record, room in the
-  -- buffer, a shard map, from a plain script or with the sender running;
-  -- everything else takes the checks of _put_checked (same rules, with
-  -- the error for each). Whether this coroutine is a plain script's is
-  -- asked of the runtime once per coroutine.
-  if not self.driver_running then
-    local co = co_running() or MAIN
-    if co ~= self.plain_co then
-      if runtime_where() ~= "plain" then return self:_put_checked(record) end
-      self.plain_co = co
-    end
-  end
-  local now = now_fn()
-  local st = self.pq:put(record, now)
-  if st == 1 then
-    if self.next_retry > now then return true end
-    if not self.driver_running then self:_pump_plain(false) end
-    return true
-  elseif st == 2 then
-    if self.driver_running then runtime.wake(self.key) else self:_pump_plain(false) end
+  -- buffer, a shard map, from a thread known to be a plain script's (the
+  -- checked path asks the runtime once) or with the sender running. It
+  -- answers 1 (queued), 2 (queued, a request is due) or 3 (queued, a
+  -- retry is due: the sender sees to those itself); anything else takes
+  -- the checks of _put_checked (same rules, with the error for each).
+  local st = pq_put(self.pq, record)
+  if st == 1 then return true end
+  if st then
+    if not self.driver_running then self:_pump_plain(false)
+    elseif st == 2 then runtime.wake(self.key) end
     return true
   end
   return self:_put_checked(record)
@@ -531,6 +525,7 @@ function Producer:_put_checked(record)
   end
   local mem = size + (ehk and #ehk or 0)
   local where = runtime.where()
+  if where == "plain" then self.pq:set_plain() end
   local pending, held = self.pq:pending()
   if held + mem > self.opts.max_buffered_bytes and pending > 0 then
     local ok, err = self:_wait_room(mem, where)
@@ -699,6 +694,7 @@ function Producer:_build(now, force)
     ::continue::
   end
   self.next_retry = next_retry
+  pq:set_next_retry(next_retry)
   self.gate = gate
   if n + nc == 0 then
     pq:abandon(h)
@@ -750,7 +746,10 @@ local function entry_failed(self, e, err, retryable, now)
     end
     e.not_before = now + delay
     s.retry[#s.retry + 1] = e
-    if e.not_before < self.next_retry then self.next_retry = e.not_before end
+    if e.not_before < self.next_retry then
+      self.next_retry = e.not_before
+      self.pq:set_next_retry(e.not_before)
+    end
     return
   end
   local final = err
@@ -905,15 +904,15 @@ function Producer:_send(req)
       note(e.shard, entry_failed(self, e, err, retryable, now))
     end
   else
-    local nacked, abytes, _, answers, failed, acks =
-      pq:settle(h, out, n, self.on_result ~= nil or #self.flushers > 0)
+    local nacked, abytes, _, answers, failed, acks, ids =
+      pq:settle(h, out, n, self.on_result ~= nil, #self.flushers > 0)
     for i = 1, n do settle_entry(self, entries[i], answers[i], now, note) end
     for j = 1, #failed, 3 do
       local e = failed[j]
       e.shard = takes[failed[j + 2]]
       settle_entry(self, e, failed[j + 1], now, note)
     end
-    acked(self, nacked, abytes, acks)
+    acked(self, nacked, abytes, acks, ids)
   end
   for s, b in pairs(backoff) do
     s.blocked_until = now + b.delay
@@ -1062,6 +1061,7 @@ end
 
 function Producer:_start_driver()
   self.driver_running = true
+  self.pq:set_driver(true)
   local function main()
     local ok, err
     if runtime.where() == "nginx" then
@@ -1070,6 +1070,7 @@ function Producer:_start_driver()
       ok, err = pcall(self._drive, self)
     end
     self.driver_running = false
+    self.pq:set_driver(false)
     if not ok then runtime.log("error", "kinesis.producer: the sender stopped: " .. tostring(err)) end
     -- work that arrived while it was stopping
     if ok and self.pq:pending() > 0 then
@@ -1080,6 +1081,7 @@ function Producer:_start_driver()
   local ok, err = runtime.timer(0, main)
   if not ok then
     self.driver_running = false
+    self.pq:set_driver(false)
     return nil, perr(runtime.exiting() and "Exiting" or "NoBackground",
       "cannot start the producer's sender: " .. tostring(err), { op = "producer:put" })
   end
