@@ -1223,11 +1223,12 @@ describe("producer_queue:push, drain, expire, set_shards", function()
     local i = ci[A]
     local keys = keys_on(map, A, 6)
     for t = 1, 5 do put(q, { PartitionKey = keys[t], Data = "t" .. t }, t) end
+    -- in put order, whole = false stops at the first record younger than the cutoff
+    assert.same({}, q:expire(i, 0.5, false))
     q:push(i, { record = {}, PartitionKey = keys[6], Data = "t10", id = q:new_id(), t = 10, attempts = 1 }, true)
-    -- [10 1 2 3 4 5]: the head is younger than the cutoff
-    assert.same({}, q:expire(i, 3, false))
-    assert.equal(6, q:queued(i))
-    local dead = q:expire(i, 3, true)
+    -- [10 1 2 3 4 5]: the head is younger than the cutoff, and the queue
+    -- is out of put order: every record is looked at, whole or not
+    local dead = q:expire(i, 3, false)
     assert.same({ "t1", "t2", "t3" }, { dead[1].Data, dead[2].Data, dead[3].Data })
     assert.equal(3, #dead)
     assert.equal(3, q:queued(i))

@@ -66,6 +66,7 @@ typedef struct prec {
 typedef struct pfifo {
   prec *head, *tail;
   size_t n, bytes;
+  int mixed;   /* put times not in order (a record pushed behind younger ones) */
 } pfifo;
 
 /* One PutRecords entry taken from a FIFO: a record alone, or an
@@ -106,7 +107,10 @@ typedef struct kset {
   uint32_t gen;
 } kset;
 
+#define PQ_MAGIC 0x6b6e7071u /* "knpq" */
+
 typedef struct pq {
+  uint32_t magic;     /* PQ_MAGIC, for check_pq */
   int closed;
   pfifo *f;
   size_t nf;
@@ -241,18 +245,15 @@ static int kset_has(const kset *k, const char *p, size_t n, uint32_t h)
 
 /* ---- the queue ----------------------------------------------------------- */
 
-/* The queue at index 1. Its methods hold the metatable as upvalue 1, so
- * the check is a pointer comparison, not a registry lookup by name (a
- * put() costs about as much as this lookup otherwise). */
+/* The queue at index 1: a full userdata of this size holding PQ_MAGIC
+ * (only this file writes one), else luaL_checkudata raises its usual
+ * error. Cheaper than a registry lookup by name, which costs as much as
+ * the rest of a put(). */
 static pq *check_pq(lua_State *L)
 {
   pq *q = (pq *)lua_touserdata(L, 1);
-  int ok = q != NULL && lua_getmetatable(L, 1);
-  if (ok) {
-    ok = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-  }
-  if (!ok) q = (pq *)luaL_checkudata(L, 1, PQ_MT); /* raises the usual error */
+  if (q == NULL || lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) != sizeof(pq) || q->magic != PQ_MAGIC)
+    q = (pq *)luaL_checkudata(L, 1, PQ_MT);
   if (q->closed) luaL_error(L, "producer queue is closed");
   return q;
 }
@@ -327,6 +328,7 @@ static int pq_destroy(lua_State *L)
     }
   }
   memset(q, 0, sizeof *q);
+  q->magic = PQ_MAGIC;
   q->closed = 1;
   return 0;
 }
@@ -354,11 +356,20 @@ static void ref_free(lua_State *L, pq *q, int ridx, uint32_t k, int has_err)
     lua_pushnil(L);
     lua_rawseti(L, ridx, (int)(2 * k));
   }
-  q->free_refs = (uint32_t *)grow(L, q->free_refs, &q->free_cap, q->nfree + 1, sizeof *q->free_refs);
+  if (q->nfree == q->free_cap)
+    q->free_refs = (uint32_t *)grow(L, q->free_refs, &q->free_cap, q->nfree + 1, sizeof *q->free_refs);
   q->free_refs[q->nfree++] = k;
 }
 
-static prec *rec_alloc(lua_State *L, pq *q, size_t pk_len, size_t data_len, size_t ehk_len)
+/* Gives back ref k, just taken by ref_new, unused. */
+static void ref_unget(pq *q, uint32_t k)
+{
+  if (k == q->next_ref) q->next_ref--;
+  else q->free_refs[q->nfree++] = k; /* ref_new took it from there */
+}
+
+/* A record with room for its bytes, or NULL when out of memory. */
+static prec *rec_alloc(pq *q, size_t pk_len, size_t data_len, size_t ehk_len)
 {
   size_t need = sizeof(prec) + pk_len + data_len + ehk_len;
   size_t cls = (need + REC_CLASS - 1) / REC_CLASS;
@@ -375,7 +386,7 @@ static prec *rec_alloc(lua_State *L, pq *q, size_t pk_len, size_t data_len, size
     cls = 0;
     r = (prec *)malloc(need);
   }
-  if (r == NULL) nomem(L);
+  if (r == NULL) return NULL;
   r->cls = (uint32_t)cls;
   r->next = NULL;
   r->pk_len = (uint32_t)pk_len;
@@ -386,6 +397,7 @@ static prec *rec_alloc(lua_State *L, pq *q, size_t pk_len, size_t data_len, size
 
 static void fifo_push(pq *q, pfifo *f, prec *r, int front)
 {
+  if (front ? (f->head && r->t > f->head->t) : (f->tail && r->t < f->tail->t)) f->mixed = 1;
   if (front) {
     r->next = f->head;
     f->head = r;
@@ -405,7 +417,10 @@ static prec *fifo_pop(pq *q, pfifo *f)
 {
   prec *r = f->head;
   f->head = r->next;
-  if (f->head == NULL) f->tail = NULL;
+  if (f->head == NULL) {
+    f->tail = NULL;
+    f->mixed = 0;
+  }
   r->next = NULL;
   f->n--;
   f->bytes -= SIZE(r);
@@ -414,17 +429,20 @@ static prec *fifo_pop(pq *q, pfifo *f)
   return r;
 }
 
-/* The oldest fresh record's put time, after records left the FIFOs. */
+/* The oldest fresh record's put time, after records left the FIFOs: a
+ * FIFO's head, or its every record when they are not in put order. */
 static void recompute_first(pq *q)
 {
   size_t i;
   int any = 0;
   double first = 0;
   for (i = 0; i < q->nf; i++) {
-    prec *h = q->f[i].head;
-    if (h && (!any || h->t < first)) {
-      first = h->t;
-      any = 1;
+    prec *r = q->f[i].head;
+    for (; r; r = q->f[i].mixed ? r->next : NULL) {
+      if (!any || r->t < first) {
+        first = r->t;
+        any = 1;
+      }
     }
   }
   q->first = first;
@@ -492,12 +510,20 @@ static int pq_put(lua_State *L)
   long nchars;
   prec *r;
   int ridx;
+  uint32_t ref;
   if (!q->accepting || (!q->driver && q->plain != L) || q->map == NULL || lua_type(L, 2) != LUA_TTABLE)
     return 0;
+  /* a table with a metatable (its fields may come from __index) takes the
+   * checked path; the others are read raw, with the key strings the
+   * methods hold as upvalues 2-4 */
+  if (lua_getmetatable(L, 2)) return 0;
   lua_settop(L, 3); /* the fields at 4, 5, 6 */
-  lua_getfield(L, 2, "ExplicitHashKey");
-  lua_getfield(L, 2, "PartitionKey");
-  lua_getfield(L, 2, "Data");
+  lua_pushvalue(L, lua_upvalueindex(4));
+  lua_rawget(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_rawget(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_rawget(L, 2);
   if (!lua_isnil(L, 4) || lua_type(L, 5) != LUA_TSTRING || lua_type(L, 6) != LUA_TSTRING) return 0;
   pk = lua_tolstring(L, 5, &pk_len);
   data = lua_tolstring(L, 6, &data_len);
@@ -506,7 +532,12 @@ static int pq_put(lua_State *L)
   if (size > MAX_RECORD_BYTES || buffered > q->max_buffered) return 0;
   nchars = kn_utf8_length(pk, pk_len);
   if (nchars < 1 || nchars > MAX_KEY_CHARS) return 0;
-  r = rec_alloc(L, q, pk_len, data_len, 0);
+  ref = ref_new(L, q);
+  r = rec_alloc(q, pk_len, data_len, 0);
+  if (r == NULL) {
+    ref_unget(q, ref);
+    nomem(L);
+  }
   memcpy(r->bytes, pk, pk_len);
   memcpy(r->bytes + pk_len, data, data_len);
   r->hk = kn_u128_md5(pk, pk_len);
@@ -514,7 +545,7 @@ static int pq_put(lua_State *L)
   r->t = now;
   r->attempts = 0;
   r->has_err = 0;
-  r->ref = ref_new(L, q);
+  r->ref = ref;
   ridx = push_refs(L);
   lua_pushvalue(L, 2);
   lua_rawseti(L, ridx, (int)(2 * r->ref - 1));
@@ -640,38 +671,51 @@ static int pq_push(lua_State *L)
 {
   pq *q = check_pq(L);
   pfifo *f = check_fifo(L, q, 2);
-  int front = lua_toboolean(L, 4), ridx, top;
+  int front = lua_toboolean(L, 4), ridx;
   size_t pk_len, data_len, ehk_len;
   const char *pk, *data, *ehk;
+  double id, t, attempts;
+  kn_u128 hk;
+  uint32_t ref;
   prec *r;
   luaL_checktype(L, 3, LUA_TTABLE);
-  top = lua_gettop(L);
-  pk = str_field(L, 3, "PartitionKey", &pk_len, 0);
-  data = str_field(L, 3, "Data", &data_len, 0);
-  ehk = str_field(L, 3, "ExplicitHashKey", &ehk_len, 1);
-  r = rec_alloc(L, q, pk_len, data_len, ehk_len);
+  lua_settop(L, 3);
+  /* everything is read and checked before anything is allocated, so a
+   * raise here leaks nothing */
+  pk = str_field(L, 3, "PartitionKey", &pk_len, 0);      /* 4 */
+  data = str_field(L, 3, "Data", &data_len, 0);          /* 5 */
+  ehk = str_field(L, 3, "ExplicitHashKey", &ehk_len, 1); /* 6 */
+  id = num_field(L, 3, "id");
+  t = num_field(L, 3, "t");
+  attempts = num_field(L, 3, "attempts");
+  lua_getfield(L, 3, "record");                          /* 7 */
+  lua_getfield(L, 3, "last_err");                        /* 8 */
+  if (ehk) {
+    if (kn_u128_parse(ehk, ehk_len, &hk) != 0)
+      return luaL_error(L, "producer queue: record table with a bad ExplicitHashKey");
+  } else {
+    hk = kn_u128_md5(pk, pk_len);
+  }
+  ridx = push_refs(L);
+  ref = ref_new(L, q);
+  r = rec_alloc(q, pk_len, data_len, ehk_len);
+  if (r == NULL) {
+    ref_unget(q, ref);
+    nomem(L);
+  }
   memcpy(PK(r), pk, pk_len);
   memcpy(DATA(r), data, data_len);
   if (ehk_len) memcpy(EHK(r), ehk, ehk_len);
-  if (ehk) {
-    if (kn_u128_parse(ehk, ehk_len, &r->hk) != 0) {
-      rec_free(q, r);
-      return luaL_error(L, "producer queue: record table with a bad ExplicitHashKey");
-    }
-  } else {
-    r->hk = kn_u128_md5(pk, pk_len);
-  }
-  r->id = (uint64_t)num_field(L, 3, "id");
-  r->t = num_field(L, 3, "t");
-  r->attempts = (uint32_t)num_field(L, 3, "attempts");
-  r->ref = ref_new(L, q);
-  lua_settop(L, top);
-  ridx = push_refs(L);
-  lua_getfield(L, 3, "record");
-  lua_rawseti(L, ridx, (int)(2 * r->ref - 1));
-  lua_getfield(L, 3, "last_err");
-  r->has_err = !lua_isnil(L, -1);
-  lua_rawseti(L, ridx, (int)(2 * r->ref));
+  r->hk = hk;
+  r->id = (uint64_t)id;
+  r->t = t;
+  r->attempts = (uint32_t)attempts;
+  r->ref = ref;
+  r->has_err = !lua_isnil(L, 8);
+  lua_pushvalue(L, 7);
+  lua_rawseti(L, ridx, (int)(2 * ref - 1));
+  lua_pushvalue(L, 8);
+  lua_rawseti(L, ridx, (int)(2 * ref));
   if (front) {
     q->first = 0; /* due at once: it was waiting already */
   } else if (q->fresh_n == 0 || r->t < q->first) {
@@ -732,9 +776,10 @@ static int pq_drain(lua_State *L)
 }
 
 /* pq:expire(i, cutoff, whole) -> array of the record tables put at or
- * before cutoff: from the head while they are (whole = false: a FIFO is
- * in put order), or anywhere in it (whole = true: records put back at
- * the front sit before younger ones). */
+ * before cutoff: from the head while they are, when the FIFO is in put
+ * order (whole = false), or anywhere in it (whole = true, or a FIFO out of
+ * put order: records put back at the front, or records of a closed shard
+ * queued behind younger ones). */
 static int pq_expire(lua_State *L)
 {
   pq *q = check_pq(L);
@@ -747,7 +792,7 @@ static int pq_expire(lua_State *L)
     materialize(L, q, ridx, fifo_pop(q, f));
     lua_rawseti(L, -2, ++k);
   }
-  if (whole && f->head) {
+  if ((whole || f->mixed) && f->head) {
     prec *prev = f->head, *r = prev->next;
     while (r) {
       if (r->t <= cutoff) {
@@ -1021,7 +1066,10 @@ static int pq_take(lua_State *L)
           got += SIZE(x);
         }
         f->head = last->next;
-        if (f->head == NULL) f->tail = NULL;
+        if (f->head == NULL) {
+          f->tail = NULL;
+          f->mixed = 0;
+        }
         last->next = NULL;
         f->n -= m;
         f->bytes -= got;
@@ -1284,7 +1332,9 @@ static int pq_settle(lua_State *L)
   const char *body = luaL_checklstring(L, 3, &len);
   lua_Integer nlua = luaL_checkinteger(L, 4);
   int want = lua_toboolean(L, 5), want_ids = lua_toboolean(L, 6);
-  int ridx, out_idx = 0, ids_idx = 0, ans_idx, fail_idx, k = 0;
+  int ridx, out_idx = 0, ids_idx = 0, ans_idx, fail_idx, sid_idx, k = 0;
+  const char *last_sid = NULL;
+  size_t last_sid_len = 0;
   lua_Integer nres = 0, nfail = 0;
   double bytes = 0, mem = 0;
   if (rq->body != body || nlua < 0 || rq->nans != (size_t)nlua + rq->ne)
@@ -1309,6 +1359,9 @@ static int pq_settle(lua_State *L)
     lua_createtable(L, (int)rq->ne, 0);
     ids_idx = lua_gettop(L);
   }
+  /* the last ShardId string made, reused while entries name the same */
+  lua_pushnil(L);
+  sid_idx = lua_gettop(L);
   for (i = 0; i < rq->ne; i++) {
     pentry *e = &rq->e[i];
     const kn_pr_entry *a = &rq->ans[(size_t)nlua + i];
@@ -1316,12 +1369,17 @@ static int pq_settle(lua_State *L)
     if (a->code == NULL && a->seq != NULL && span_is(a->shard, a->shard_len, a->shard_esc, sid)) {
       prec *r = e->first, *next;
       lua_Integer sub = 0;
-      int strs = 0;
+      int seq_idx = 0;
       if (want) {
         /* the entry's ShardId and SequenceNumber, shared by its records */
-        push_span(L, q, a->shard, a->shard_len, 0);
-        strs = lua_gettop(L);
+        if (last_sid == NULL || last_sid_len != a->shard_len || memcmp(last_sid, a->shard, a->shard_len) != 0) {
+          push_span(L, q, a->shard, a->shard_len, 0);
+          lua_replace(L, sid_idx);
+          last_sid = a->shard;
+          last_sid_len = a->shard_len;
+        }
         push_span(L, q, a->seq, a->seq_len, a->seq_esc);
+        seq_idx = lua_gettop(L);
       }
       for (; r; r = next) {
         next = r->next;
@@ -1331,9 +1389,9 @@ static int pq_settle(lua_State *L)
         if (want) {
           lua_rawgeti(L, ridx, (int)(2 * r->ref - 1));
           lua_rawseti(L, out_idx, ++k);
-          lua_pushvalue(L, strs);
+          lua_pushvalue(L, sid_idx);
           lua_rawseti(L, out_idx, ++k);
-          lua_pushvalue(L, strs + 1);
+          lua_pushvalue(L, seq_idx);
           lua_rawseti(L, out_idx, ++k);
           if (e->agg_len) lua_pushinteger(L, sub++); else lua_pushboolean(L, 0);
           lua_rawseti(L, out_idx, ++k);
@@ -1347,7 +1405,7 @@ static int pq_settle(lua_State *L)
         ref_free(L, q, ridx, r->ref, (int)r->has_err);
         rec_free(q, r);
       }
-      if (strs) lua_settop(L, strs - 1);
+      if (seq_idx) lua_settop(L, seq_idx - 1);
       e->first = NULL;
     } else {
       push_entry(L, q, rq, ridx, e);
@@ -1397,6 +1455,7 @@ static int l_producer_queue(lua_State *L)
 {
   pq *q = (pq *)kn_newuserdata(L, sizeof *q);
   memset(q, 0, sizeof *q);
+  q->magic = PQ_MAGIC;
   q->next_retry = HUGE_VAL;
   kn_buf_init(&q->body);
   luaL_setmetatable(L, PQ_MT);
@@ -1438,7 +1497,10 @@ int kn_open_pqueue(lua_State *L)
   if (luaL_newmetatable(L, PQ_MT)) {
     lua_newtable(L);
     lua_pushvalue(L, -2);
-    luaL_setfuncs(L, methods, 1); /* upvalue 1: the metatable (check_pq) */
+    lua_pushliteral(L, "PartitionKey");
+    lua_pushliteral(L, "Data");
+    lua_pushliteral(L, "ExplicitHashKey");
+    luaL_setfuncs(L, methods, 4); /* the metatable, then put()'s field names */
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, pq_destroy);
     lua_setfield(L, -2, "__gc");

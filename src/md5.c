@@ -65,21 +65,31 @@ static void block(uint32_t h[4], const uint8_t *p)
   h[3] += d;
 }
 
-void kn_md5(const void *data, size_t len, uint8_t out[KN_MD5_LEN])
+void kn_md5_words(const void *data, size_t len, uint32_t h[4])
 {
-  uint32_t h[4] = { 0x67452301u, 0xefcdab89u, 0x98badcfeu, 0x10325476u };
   const uint8_t *p = data;
   uint8_t tail[128];
   size_t rest = len, n, i;
   uint64_t bits = (uint64_t)len << 3;
+  h[0] = 0x67452301u;
+  h[1] = 0xefcdab89u;
+  h[2] = 0x98badcfeu;
+  h[3] = 0x10325476u;
   for (; rest >= 64; rest -= 64, p += 64) block(h, p);
   /* the last bytes, 0x80, zeros to 56 mod 64, then the bit length */
   n = rest < 56 ? 64 : 128;
+  memset(tail, 0, n);
   if (rest > 0) memcpy(tail, p, rest);
   tail[rest] = 0x80;
-  memset(tail + rest + 1, 0, n - rest - 9);
   for (i = 0; i < 8; i++) tail[n - 8 + i] = (uint8_t)(bits >> (8 * i));
   block(h, tail);
   if (n == 128) block(h, tail + 64);
+}
+
+void kn_md5(const void *data, size_t len, uint8_t out[KN_MD5_LEN])
+{
+  uint32_t h[4];
+  size_t i;
+  kn_md5_words(data, len, h);
   for (i = 0; i < 16; i++) out[i] = (uint8_t)(h[i >> 2] >> (8 * (i & 3)));
 }

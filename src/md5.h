@@ -15,5 +15,8 @@
 #define KN_MD5_LEN 16
 
 void kn_md5(const void *data, size_t len, uint8_t out[KN_MD5_LEN]);
+/* The same digest as its four state words: out[4k..4k+3] of kn_md5 are
+ * the bytes of h[k], least significant first. */
+void kn_md5_words(const void *data, size_t len, uint32_t h[4]);
 
 #endif

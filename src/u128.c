@@ -198,11 +198,17 @@ void kn_u128_to_be(kn_u128 v, unsigned char be[16])
   for (k = 15; k >= 8; k--, lo >>= 8) be[k] = (unsigned char)(lo & 0xff);
 }
 
+static uint64_t bswap32(uint32_t x)
+{
+  return (uint64_t)((x >> 24) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x << 24));
+}
+
 kn_u128 kn_u128_md5(const void *data, size_t len)
 {
-  uint8_t md[KN_MD5_LEN];
-  kn_md5(data, len, md);
-  return kn_u128_from_be(md);
+  /* the digest's 16 bytes read big-endian: each word's bytes reversed */
+  uint32_t h[4];
+  kn_md5_words(data, len, h);
+  return kn_u128_make(bswap32(h[0]) << 32 | bswap32(h[1]), bswap32(h[2]) << 32 | bswap32(h[3]));
 }
 
 static const uint64_t pow10_u64[20] = {
