@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "answer.h"
+#include "jsonscan.h"
 
 #define WHY(s) "PutRecords answer: " s
 
@@ -33,63 +34,6 @@ static const char *skip_ws(const char *p, const char *end)
 }
 
 /* ------------------------------------------------------------- strings */
-
-/* The bytes of x that are '"', '\\' or below 0x20, as their high bits:
- * zero-byte and less-than tests on a 64-bit word, whose lowest flagged
- * byte is always a true match (higher ones may be borrows). */
-static uint64_t swar_special(uint64_t x)
-{
-  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-  return (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs;
-}
-
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define SWAR_SKIP(m) ((size_t)__builtin_ctzll(m) >> 3)
-#else
-#define SWAR_SKIP(m) ((size_t)0)
-#endif
-
-#if defined(__SSE2__) && defined(__GNUC__)
-#include <emmintrin.h>
-#define SCAN_WIDE 1
-/* Offset of the first '"', '\\' or byte below 0x20 in p[0..16), or 16. */
-static size_t scan16(const char *p)
-{
-  const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-  const __m128i ctl = _mm_set1_epi8(0x1F);
-  __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
-                             _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
-  int m;
-  hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl));
-  m = _mm_movemask_epi8(hit);
-  return m != 0 ? (size_t)__builtin_ctz((unsigned)m) : 16;
-}
-#endif
-
-/* The first byte in [p, end) that is '"', '\\' or below 0x20, or end. */
-static const char *find_special(const char *p, const char *end)
-{
-#ifdef SCAN_WIDE
-  while (end - p >= 16) {
-    size_t k = scan16(p);
-    if (k < 16) return p + k;
-    p += 16;
-  }
-#endif
-  while (end - p >= 8) {
-    uint64_t x, m;
-    memcpy(&x, p, 8);
-    m = swar_special(x);
-    if (m != 0) {
-      p += SWAR_SKIP(m);
-      break;
-    }
-    p += 8;
-  }
-  while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
-  return p;
-}
 
 static int hexval(unsigned char c)
 {
@@ -146,7 +90,7 @@ static int read_string(scan *s, const char **raw, size_t *len, int *esc)
   const char *start = s->p + 1, *p = start, *end = s->end;
   int e = 0;
   for (;;) {
-    p = find_special(p, end);
+    p = kn_json_find_special(p, end);
     if (p >= end) return fail(s, WHY("unterminated string"), end);
     if (*p == '"') break;
     if (*p != '\\') return fail(s, WHY("control character in a string"), p);

@@ -11,6 +11,7 @@
 #include "base64.h"
 #include "buf.h"
 #include "codec.h"
+#include "jsonscan.h"
 #include "lbind.h"
 #include "u128.h"
 
@@ -650,41 +651,6 @@ static int read_u4(dec_state *st, const char *p, unsigned *out)
   return 0;
 }
 
-/* The bytes of x that are '"', '\\' or below 0x20, as their high bits
- * (the zero-byte and less-than tests on 64-bit words: the lowest bit set
- * is always a true match, bits above it may not be). */
-static uint64_t swar_special(uint64_t x)
-{
-  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-  return (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs;
-}
-
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-/* the offset of the first special byte: straight to it */
-#define SWAR_SKIP(m) ((size_t)__builtin_ctzll(m) >> 3)
-#else
-#define SWAR_SKIP(m) ((size_t)0)
-#endif
-
-#if defined(__SSE2__) && defined(__GNUC__)
-#include <emmintrin.h>
-#define SCAN_WIDE 1
-/* The offset of the first '"', '\\' or byte below 0x20 in p[0..16), or
- * 16: sixteen bytes a step where SSE2 is there (every x86-64). */
-static size_t scan16(const char *p)
-{
-  const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-  const __m128i ctl = _mm_set1_epi8(0x1F);
-  __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
-                             _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
-  int m;
-  hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl));
-  m = _mm_movemask_epi8(hit);
-  return m != 0 ? (size_t)__builtin_ctz((unsigned)m) : 16;
-}
-#endif
-
 /* A JSON string at p (on the opening quote): *s, *n get its bytes, either
  * in the body itself or (with escapes) in the scratch buffer, valid until
  * the next string is read. 0 ok, -1 malformed. */
@@ -692,45 +658,17 @@ static int read_string(dec_state *st, const char **s, size_t *n)
 {
   const char *p = st->p + 1, *run;
   kn_buf *sb = &st->c->scratch;
-  /* fast path: no escapes; sixteen or eight bytes a step while none is
-   * special */
-  for (run = p; p < st->end; p++) {
-    unsigned char ch;
-    int found = 0;
-#ifdef SCAN_WIDE
-    while (st->end - p >= 16) {
-      size_t k = scan16(p);
-      p += k;
-      if (k < 16) {
-        found = 1;
-        break;
-      }
-    }
-#endif
-    /* found is only ever set by the SSE2 loop, which some builds leave out */
-    /* cppcheck-suppress knownConditionTrueFalse */
-    while (!found && st->end - p >= 8) {
-      uint64_t x, m;
-      memcpy(&x, p, 8);
-      m = swar_special(x);
-      if (m != 0) {
-        p += SWAR_SKIP(m);
-        break;
-      }
-      p += 8;
-    }
-    if (p >= st->end) break;
-    ch = (unsigned char)*p;
-    if (ch == '"') {
-      *s = run;
-      *n = (size_t)(p - run);
-      st->p = p + 1;
-      return 0;
-    }
-    if (ch == '\\') break;
-    if (ch < 0x20) return dec_err(st, "control character in a string");
-  }
+  /* fast path: no escapes (jsonscan.h finds the first special byte) */
+  run = p;
+  p = kn_json_find_special(p, st->end);
   if (p >= st->end) return dec_err(st, "unterminated string");
+  if (*p == '"') {
+    *s = run;
+    *n = (size_t)(p - run);
+    st->p = p + 1;
+    return 0;
+  }
+  if (*p != '\\') return dec_err(st, "control character in a string");
   kn_buf_reset(sb);
   if (kn_buf_append(sb, run, (size_t)(p - run)) != 0) return dec_err(st, "out of memory");
   while (p < st->end) {
@@ -745,8 +683,7 @@ static int read_string(dec_state *st, const char **s, size_t *n)
     }
     if (ch < 0x20) return dec_err(st, "control character in a string");
     if (ch != '\\') {
-      const char *q = p;
-      while (q < st->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20) q++;
+      const char *q = kn_json_find_special(p, st->end);
       if (kn_buf_append(sb, p, (size_t)(q - p)) != 0) return dec_err(st, "out of memory");
       p = q;
       continue;
