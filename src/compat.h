@@ -54,14 +54,17 @@ static inline void kn_setmetatable(lua_State *L, const char *tname)
 #endif
 
 /* Creates the metatable `name` (if new) with methods in __index, __gc and,
- * on 5.4, __close bound to the same destroy function. Leaves nothing on
- * the stack. */
-static inline void kn_newclass(lua_State *L, const char *name,
-                               const luaL_Reg *methods, lua_CFunction destroy)
+ * on 5.4, __close bound to the same destroy function. The nup values on
+ * top of the stack become upvalues 1..nup of every method; they are
+ * popped, and nothing is left on the stack. */
+static inline void kn_newclass_up(lua_State *L, const char *name, const luaL_Reg *methods,
+                                  lua_CFunction destroy, int nup)
 {
   if (luaL_newmetatable(L, name)) {
+    int mt = lua_gettop(L), i;
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    for (i = nup; i >= 1; i--) lua_pushvalue(L, mt - i);
+    luaL_setfuncs(L, methods, nup);
     lua_setfield(L, -2, "__index");
     if (destroy != NULL) {
       lua_pushcfunction(L, destroy);
@@ -72,7 +75,13 @@ static inline void kn_newclass(lua_State *L, const char *name,
 #endif
     }
   }
-  lua_pop(L, 1);
+  lua_pop(L, 1 + nup);
+}
+
+static inline void kn_newclass(lua_State *L, const char *name,
+                               const luaL_Reg *methods, lua_CFunction destroy)
+{
+  kn_newclass_up(L, name, methods, destroy, 0);
 }
 
 /* One user value per full userdata: the 5.1 environment table, else user

@@ -515,14 +515,14 @@ static int pq_put(lua_State *L)
     return 0;
   /* a table with a metatable (its fields may come from __index) takes the
    * checked path; the others are read raw, with the key strings the
-   * methods hold as upvalues 2-4 */
+   * methods hold as upvalues 1-3 */
   if (lua_getmetatable(L, 2)) return 0;
   lua_settop(L, 3); /* the fields at 4, 5, 6 */
-  lua_pushvalue(L, lua_upvalueindex(4));
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_rawget(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
   lua_rawget(L, 2);
   lua_pushvalue(L, lua_upvalueindex(2));
-  lua_rawget(L, 2);
-  lua_pushvalue(L, lua_upvalueindex(3));
   lua_rawget(L, 2);
   if (!lua_isnil(L, 4) || lua_type(L, 5) != LUA_TSTRING || lua_type(L, 6) != LUA_TSTRING) return 0;
   pk = lua_tolstring(L, 5, &pk_len);
@@ -1494,22 +1494,11 @@ int kn_open_pqueue(lua_State *L)
     {"close", pq_destroy},
     {NULL, NULL}
   };
-  if (luaL_newmetatable(L, PQ_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    lua_pushliteral(L, "PartitionKey");
-    lua_pushliteral(L, "Data");
-    lua_pushliteral(L, "ExplicitHashKey");
-    luaL_setfuncs(L, methods, 4); /* the metatable, then put()'s field names */
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, pq_destroy);
-    lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, pq_destroy);
-    lua_setfield(L, -2, "__close");
-#endif
-  }
-  lua_pop(L, 1);
+  /* put()'s field names, as the methods' upvalues 1-3 */
+  lua_pushliteral(L, "PartitionKey");
+  lua_pushliteral(L, "Data");
+  lua_pushliteral(L, "ExplicitHashKey");
+  kn_newclass_up(L, PQ_MT, methods, pq_destroy, 3);
   lua_pushcfunction(L, l_producer_queue);
   lua_setfield(L, -2, "producer_queue");
   return 0;

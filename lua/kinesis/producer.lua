@@ -1,11 +1,14 @@
 -- kinesis.producer - a KPL-class producer: records are routed to their shard
--- with the shard map (kinesis.shards), packed per shard into KPL aggregates
--- (kinesis.kpl), batched into PutRecords calls within the service's limits,
--- paced by a token bucket per shard that backs off on throttling (AIMD), and
--- retried alone when they fail, until their TTL. Every accepted record gets
--- exactly one outcome through on_result. Where it runs (a plain script, a
--- task of kinesis.run, nginx) is asked of kinesis.runtime: a plain script
--- sends inline, the other two from a background task. docs/producer.md.
+-- with the shard map (kinesis.shards), held per shard in C and packed there
+-- into KPL aggregates (core.producer_queue, src/l_pqueue.c), batched into
+-- PutRecords calls within the service's limits, paced by a token bucket per
+-- shard that backs off on throttling (AIMD), and retried alone when they
+-- fail, until their TTL. Every accepted record gets exactly one outcome
+-- through on_result. This module decides (what to send, when, what to retry)
+-- and handles what leaves the common path as Lua tables; the queue does the
+-- per-record work. Where it runs (a plain script, a task of kinesis.run,
+-- nginx) is asked of kinesis.runtime: a plain script sends inline, the other
+-- two from a background task. docs/producer.md.
 
 local core = require "kinesis.core"
 local cjson = require "cjson"
