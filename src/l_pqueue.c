@@ -146,9 +146,10 @@ typedef struct pq {
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static void nomem(lua_State *L)
+/* Raises; returns (never) an int so that a method can `return nomem(L)`. */
+static int nomem(lua_State *L)
 {
-  luaL_error(L, "producer queue: not enough memory");
+  return luaL_error(L, "producer queue: not enough memory");
 }
 
 static void *grow(lua_State *L, void *p, size_t *cap, size_t need, size_t elem)
@@ -536,7 +537,7 @@ static int pq_put(lua_State *L)
   r = rec_alloc(q, pk_len, data_len, 0);
   if (r == NULL) {
     ref_unget(q, ref);
-    nomem(L);
+    return nomem(L);
   }
   memcpy(r->bytes, pk, pk_len);
   memcpy(r->bytes + pk_len, data, data_len);
@@ -701,7 +702,7 @@ static int pq_push(lua_State *L)
   r = rec_alloc(q, pk_len, data_len, ehk_len);
   if (r == NULL) {
     ref_unget(q, ref);
-    nomem(L);
+    return nomem(L);
   }
   memcpy(PK(r), pk, pk_len);
   memcpy(DATA(r), data, data_len);
@@ -892,7 +893,7 @@ static int pq_request(lua_State *L)
   for (i = 0; i < q->nreqs; i++) if (!q->reqs[i].used) break;
   if (i == q->nreqs) {
     preq *r = (preq *)realloc(q->reqs, (q->nreqs + 1) * sizeof *r);
-    if (r == NULL) nomem(L);
+    if (r == NULL) return nomem(L);
     q->reqs = r;
     memset(&r[i], 0, sizeof r[i]);
     kn_buf_init(&r[i].agg);
