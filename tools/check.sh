@@ -135,9 +135,11 @@ stage_asan() {
   log="$LOG/asan-suite.log"
   # The multi-process end-to-end specs (producer, consumer, lease workers)
   # spend minutes waiting on kinesis-local and dynalite; the C paths they
-  # drive (codec, KPL, shard map, transport) are run under the sanitizers
-  # by the faster specs, so they run in make test only, to keep CI's time.
-  set -- --exclude-pattern=producer_ --exclude-pattern=consumer_spec \
+  # drive (codec, KPL, shard map, transport, the producer's queue) are run
+  # under the sanitizers by the faster specs (producer_queue_spec among
+  # them), so they run in make test only, to keep CI's time.
+  set -- --exclude-pattern=producer_spec --exclude-pattern=producer_faults_spec \
+    --exclude-pattern=producer_reshard_spec --exclude-pattern=consumer_spec \
     --exclude-pattern=leases_multi_spec spec
   env PATH="$ROOT/build/asan/bin:$PATH" \
     LUA_PATH="$SPEC_LUA_PATH" LUA_CPATH="$ROOT/build/asan/5.4/?.so;;" \
