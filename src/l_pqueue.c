@@ -13,10 +13,15 @@
  * PartitionKey =, ExplicitHashKey =, size =, attempts = }.
  *
  * Ownership: the queue owns every prec (malloc'd, key and data copied in,
- * so the caller may change its table after put) and every request slot.
+ * so the caller may change its table after put; freed ones are kept for
+ * reuse up to REC_CACHE bytes) and every request slot; a request's answer
+ * entries borrow from the answer string the caller keeps until settle().
  * Its user value R holds, for the record of ref k, the caller's record
- * table at R[2k-1] and its last error at R[2k], and the shard map at R[0].
- * The userdata is created first; __gc and __close share one destroy. */
+ * table at R[2k-1] and its last error at R[2k], the shard map at R[0] and
+ * the thread set_plain() named at R[-1]. The userdata is created first;
+ * __gc and __close share one destroy. Sources: the PutRecords API
+ * reference (limits, the request and answer shapes), the KPL's
+ * aggregation format (kpl.h). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -742,7 +747,9 @@ static int pq_last_id(lua_State *L)
   return 1;
 }
 
-/* pq:fresh() -> records, bytes, oldest put time (nil when none) */
+/* pq:fresh() -> records, bytes, oldest put time (nil when none; 0 after
+ * a push to the front, which makes a request due at once: those records
+ * waited already) */
 static int pq_fresh(lua_State *L)
 {
   pq *q = check_pq(L);
