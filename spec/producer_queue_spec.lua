@@ -380,7 +380,7 @@ describe("producer_queue:put", function()
     -- one byte over the bound: nil, nothing counted
     assert.is_nil(q:put({ PartitionKey = keys[4], Data = "" }, 4))
     assert.same({ 3, held, 3, held, held }, { q:counts() })
-    assert.same({ 3, held }, { q:pending() })
+    assert.same({ 3, held }, { q:outstanding() })
     local h = q:request()
     take(q, h, ci, A)
     local ans = answer { { sid = A, seq = "1" }, { code = "InternalFailure", msg = "x" }, { sid = A, seq = "3" } }
@@ -389,13 +389,13 @@ describe("producer_queue:put", function()
     assert.same({ 2, size_of(recs[1]) + size_of(recs[3]) }, { n, bytes })
     assert.equal(bytes, mem)
     -- the failed record is still pending, and held
-    assert.same({ 1, size_of(recs[2]) }, { q:pending() })
+    assert.same({ 1, size_of(recs[2]) }, { q:outstanding() })
     assert.same({ 3, held, 1, size_of(recs[2]), held }, { q:counts() })
     -- room again under max_buffered
     assert.equal(1, q:put({ PartitionKey = keys[4], Data = "" }, 5))
     -- what the caller settles itself, it accounts for
     q:account(0, 0, -1, -failed[1].size)
-    assert.same({ 1, #keys[4] }, { q:pending() })
+    assert.same({ 1, #keys[4] }, { q:outstanding() })
     assert.same({ 4, held + #keys[4], 1, #keys[4], held }, { q:counts() })
     q:close()
   end)

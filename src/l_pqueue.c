@@ -626,8 +626,8 @@ static int pq_account(lua_State *L)
   return 0;
 }
 
-/* pq:pending() -> records without an outcome, bytes held */
-static int pq_pending(lua_State *L)
+/* pq:outstanding() -> records without an outcome (the KPL's outstanding records), bytes held */
+static int pq_outstanding(lua_State *L)
 {
   pq *q = check_pq(L);
   lua_pushinteger(L, (lua_Integer)q->pending);
@@ -1482,7 +1482,7 @@ int kn_open_pqueue(lua_State *L)
     {"set_plain", pq_set_plain},
     {"set_driver", pq_set_driver},
     {"account", pq_account},
-    {"pending", pq_pending},
+    {"outstanding", pq_outstanding},
     {"counts", pq_counts},
     {"push", pq_push},
     {"new_id", pq_new_id},

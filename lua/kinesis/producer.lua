@@ -188,6 +188,18 @@ function Producer:_configure()
     not self.closing and not self.closed)
 end
 
+-- The two facts pq:put decides by that the producer changes: when the
+-- earliest retry is due, and whether the background sender runs.
+local function set_next_retry(self, t)
+  self.next_retry = t
+  self.pq:set_next_retry(t)
+end
+
+local function set_driver(self, running)
+  self.driver_running = running
+  self.pq:set_driver(running)
+end
+
 ---------------------------------------------------------------- outcomes
 
 -- Finishes record `rec`: counters, flush waiters, then the callback.
@@ -529,7 +541,7 @@ function Producer:_put_checked(record)
   local mem = size + (ehk and #ehk or 0)
   local where = runtime.where()
   if where == "plain" then self.pq:set_plain() end
-  local pending, held = self.pq:pending()
+  local pending, held = self.pq:outstanding()
   if held + mem > self.opts.max_buffered_bytes and pending > 0 then
     local ok, err = self:_wait_room(mem, where)
     if not ok then return nil, err end
@@ -565,7 +577,7 @@ function Producer:_wait_room(mem, where)
   local limit = self.opts.max_buffered_bytes
   if where == "plain" then
     while true do
-      local pending, held = self.pq:pending()
+      local pending, held = self.pq:outstanding()
       if held + mem <= limit or pending == 0 then break end
       self.want_room = self.want_room + 1
       local ok, err = pcall(self._pump_plain, self, true, true)
@@ -581,7 +593,7 @@ function Producer:_wait_room(mem, where)
   end
   self.want_room = self.want_room + 1
   while not self.closed do
-    local pending, held = self.pq:pending()
+    local pending, held = self.pq:outstanding()
     if held + mem <= limit or pending == 0 then break end
     if not self.driver_running then
       local ok, err = self:_start_driver()
@@ -696,8 +708,7 @@ function Producer:_build(now, force)
     end
     ::continue::
   end
-  self.next_retry = next_retry
-  pq:set_next_retry(next_retry)
+  set_next_retry(self, next_retry)
   self.gate = gate
   if n + nc == 0 then
     pq:abandon(h)
@@ -749,10 +760,7 @@ local function entry_failed(self, e, err, retryable, now)
     end
     e.not_before = now + delay
     s.retry[#s.retry + 1] = e
-    if e.not_before < self.next_retry then
-      self.next_retry = e.not_before
-      self.pq:set_next_retry(e.not_before)
-    end
+    if e.not_before < self.next_retry then set_next_retry(self, e.not_before) end
     return
   end
   local final = err
@@ -997,7 +1005,7 @@ function Producer:_next_wait(now, force)
   if first and not force then t = min(t, first + self.opts.linger) end
   if self.next_retry < t then t = self.next_retry end
   if self.gate and self.gate < t then t = self.gate end
-  if self.pq:pending() > 0 then t = min(t, self.next_expire) end
+  if self.pq:outstanding() > 0 then t = min(t, self.next_expire) end
   if (self.stale or not self.map) and self.refresh_not_before < t then t = self.refresh_not_before end
   local w = t - now
   if w < 0.001 then w = 0.001 end
@@ -1021,7 +1029,7 @@ function Producer:_pump_plain(force, wait)
       if not ok then error(err, 0) end
       if wait then return end
     else
-      if wait and self.pq:pending() > 0 then runtime.sleep(self:_next_wait(now, true)) end
+      if wait and self.pq:outstanding() > 0 then runtime.sleep(self:_next_wait(now, true)) end
       return
     end
   end
@@ -1042,7 +1050,7 @@ function Producer:_drive()
   end
   while true do
     local now = now_fn()
-    if self.pq:pending() == 0 and self.inflight_requests == 0 then break end
+    if self.pq:outstanding() == 0 and self.inflight_requests == 0 then break end
     if not self.exit_at and runtime.exiting() then
       self.exit_at = now + self.opts.exit_grace
       self.next_expire = 0
@@ -1063,8 +1071,7 @@ function Producer:_drive()
 end
 
 function Producer:_start_driver()
-  self.driver_running = true
-  self.pq:set_driver(true)
+  set_driver(self, true)
   local function main()
     local ok, err
     if runtime.where() == "nginx" then
@@ -1072,19 +1079,17 @@ function Producer:_start_driver()
     else
       ok, err = pcall(self._drive, self)
     end
-    self.driver_running = false
-    self.pq:set_driver(false)
+    set_driver(self, false)
     if not ok then runtime.log("error", "kinesis.producer: the sender stopped: " .. tostring(err)) end
     -- work that arrived while it was stopping
-    if ok and self.pq:pending() > 0 then
+    if ok and self.pq:outstanding() > 0 then
       local sok, serr = self:_start_driver()
       if not sok then runtime.log("error", "kinesis.producer: " .. tostring(serr)) end
     end
   end
   local ok, err = runtime.timer(0, main)
   if not ok then
-    self.driver_running = false
-    self.pq:set_driver(false)
+    set_driver(self, false)
     return nil, perr(runtime.exiting() and "Exiting" or "NoBackground",
       "cannot start the producer's sender: " .. tostring(err), { op = "producer:put" })
   end
@@ -1095,10 +1100,10 @@ end
 
 --- producer:flush() -> true | nil, err
 function Producer:flush()
-  if self.pq:pending() == 0 then return true end
+  if self.pq:outstanding() == 0 then return true end
   local where = runtime.where()
   if where == "plain" then
-    local w = { mark = self.pq:last_id(), left = (self.pq:pending()) }
+    local w = { mark = self.pq:last_id(), left = (self.pq:outstanding()) }
     self.flushers[#self.flushers + 1] = w
     local ok, err = pcall(function()
       while w.left > 0 do self:_pump_plain(true, true) end
@@ -1110,7 +1115,7 @@ function Producer:flush()
   if not runtime.can_yield() then
     return nil, perr("CannotWait", "flush cannot wait in the nginx " .. tostring(runtime.phase()) .. " phase")
   end
-  local w = { mark = self.pq:last_id(), left = (self.pq:pending()) }
+  local w = { mark = self.pq:last_id(), left = (self.pq:outstanding()) }
   self.flushers[#self.flushers + 1] = w
   while w.left > 0 do
     if not self.driver_running then
